@@ -1,0 +1,119 @@
+"""The policy file format: one TOML file per product, decoded into these Structs.
+
+A policy says, per message kind, which wire fields the product may send upstream,
+what each one is, why it is collected, what the gateway does to it, and which clause
+of the published privacy policy it rests on. Everything not declared is dropped.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+import msgspec
+
+Action = Literal["keep", "pseudonymize", "coarsen", "drop"]
+Kind = Literal["info", "props", "event", "command"]
+KINDS: tuple[Kind, ...] = ("info", "props", "event", "command")
+
+# Wire types a field may declare. "id" accepts an int or a string (miIO sends `uid`
+# both ways) and is normalised to a string, so a pseudonym does not depend on it.
+FieldType = Literal["str", "int", "float", "bool", "id", "scalars"]
+
+# Closed vocabulary: a reviewer can grep every policy for one category.
+CATEGORIES: frozenset[str] = frozenset(
+    {
+        "device.id",
+        "device.model",
+        "device.mac",
+        "device.firmware",
+        "device.hardware",
+        "device.uptime",
+        "device.state",
+        "device.settings",
+        "device.error",
+        "account.id",
+        "network.ip",
+        "network.gateway",
+        "network.netmask",
+        "network.ssid",
+        "network.bssid",
+        "network.rssi",
+        "location.precise",
+        "usage.event",
+        "usage.command",
+        "free_text",
+        "secret.token",
+        "secret.password",
+        "secret.credential",
+    }
+)
+
+# Categories that identify a person or a home: they never leave as they are.
+IDENTIFIERS: frozenset[str] = frozenset(
+    {"device.id", "device.mac", "account.id", "network.ssid", "network.bssid"}
+)
+# Categories that only leave coarsened (IPs as country + continent, positions rounded).
+COARSEN_ONLY: frozenset[str] = frozenset({"network.ip", "network.gateway", "location.precise"})
+
+_PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\])?)*$")
+_TOGGLE = re.compile(r"^[a-z][a-z0-9_]*$")
+REGIONS: frozenset[str] = frozenset({"cn", "us", "sg", "fr", "de", "in", "ru"})
+
+
+class Field(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One declared wire field. `path` is dotted; `[]` marks a list of objects."""
+
+    path: str
+    type: FieldType
+    category: str
+    action: Action
+    purpose: str
+    cite: str
+    # Consent toggle that must be on for this field to leave (opt-in).
+    consent: str | None = None
+    # Free text: scanned for smuggled identifiers, which are redacted.
+    text: bool = False
+    # Decimal places kept when coarsening a position.
+    precision: int = 1
+
+
+class KindRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    purpose: str
+    cite: str
+    fields: tuple[Field, ...] = ()
+    # Allowed values of `method` for commands; empty means any declared method field.
+    methods: tuple[str, ...] = ()
+
+
+class Region(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    id: str
+    datacentre: str
+    cite: str
+
+
+class Toggle(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    name: str
+    description: str
+    cite: str
+
+
+class Policy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    id: str
+    name: str
+    publisher: str
+    seed: str
+    regions: tuple[Region, ...]
+    kinds: dict[Kind, KindRule]
+    models: tuple[str, ...] = ()
+    toggles: tuple[Toggle, ...] = ()
+    # Withdrawal of consent stops all forwarding for the device; cite where the policy says so.
+    withdrawal_cite: str = ""
+
+
+def path_ok(path: str) -> bool:
+    return _PATH.match(path) is not None
+
+
+def toggle_ok(name: str) -> bool:
+    return _TOGGLE.match(name) is not None
