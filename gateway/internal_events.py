@@ -1,0 +1,208 @@
+"""Every internal event of the gateway: its log line and its metric, in one place.
+
+Hot-path events (one per message or field) only bump a plain dict entry; a Collector turns
+those dicts into Prometheus counters at scrape time, so enforcement never takes a metric lock
+per field. Labels are bounded: product and kind come from the loaded policies (or
+`_unknown`), fields from declared paths, undeclared field names are capped per product+kind.
+No label and no log line ever carries a value from a message.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import defaultdict
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+log = logging.getLogger("gateway")
+
+UNKNOWN = "_unknown"
+OTHER = "_other"
+# Undeclared keys are attacker-chosen: only short identifier-shaped names become labels, and
+# only this many per product+kind; the rest are counted as `_other`.
+MAX_UNDECLARED_NAMES = 64
+_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}(\[\])?(\.[A-Za-z_][A-Za-z0-9_]{0,39}(\[\])?)*$")
+
+
+class _RateLimitedLog:
+    """At most `burst` lines per key per minute: a flood of bad messages must not become a
+    flood of log lines."""
+
+    def __init__(self, burst: int = 5) -> None:
+        self.burst = burst
+        self._window: dict[str, tuple[float, int]] = {}
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        start, n = self._window.get(key, (now, 0))
+        if now - start >= 60.0:
+            start, n = now, 0
+        self._window[key] = (start, n + 1)
+        return n < self.burst
+
+
+class Events:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.received: defaultdict[tuple[str, str], int] = defaultdict(int)
+        self.outcomes: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self.rejected: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self.fields: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
+        self.undeclared: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self._undeclared_names: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
+        self._ratelog = _RateLimitedLog()
+        self.registry.register(_HotCollector(self))
+        r = self.registry
+        self.sink_records = Counter(
+            "gateway_sink_records", "Records handed to sinks", ["sink", "region", "outcome"],
+            registry=r,
+        )
+        self.sink_latency = Histogram(
+            "gateway_sink_latency_seconds", "Time for a sink to commit a batch",
+            ["sink", "region"], registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
+        )
+        self.spool_records = Gauge(
+            "gateway_spool_records", "Records waiting in the spool", ["sink"], registry=r
+        )
+        self.spool_bytes = Gauge(
+            "gateway_spool_bytes", "Bytes on disk in the spool", ["sink"], registry=r
+        )
+        self.inflight = Gauge(
+            "gateway_inflight_messages", "Messages received and not yet acknowledged",
+            registry=r,
+        )
+        self.inflight_limit = Gauge(
+            "gateway_inflight_limit", "Bound of the in-flight window", registry=r
+        )
+        self.reloads = Counter(
+            "gateway_policy_reloads", "Policy reloads", ["outcome"], registry=r
+        )
+        self.policy_info = Gauge(
+            "gateway_policy_info", "Loaded policy per product", ["product", "policy_hash"],
+            registry=r,
+        )
+        self.withdrawals = Counter(
+            "gateway_consent_withdrawals", "Consent withdrawals seen", ["product"], registry=r
+        )
+        self.erasures = Counter(
+            "gateway_erasure_requests", "Erasure requests sent", ["sink", "region"], registry=r
+        )
+        self.connected = Gauge(
+            "gateway_source_connected", "1 while the MQTT source is connected", registry=r
+        )
+
+    # -- per message (hot) ------------------------------------------------------------------
+
+    def message_received(self, product: str, kind: str) -> None:
+        self.received[product, kind] += 1
+
+    def message_rejected(self, product: str, kind: str, reason: str, field: str | None) -> None:
+        self.rejected[product, kind, reason] += 1
+        self.outcomes[product, kind, "rejected"] += 1
+        if self._ratelog.allow(reason):
+            log.info(
+                "message rejected product=%s kind=%s reason=%s field=%s",
+                product, kind, reason, field or "-",
+            )
+
+    def message_outcome(self, product: str, kind: str, outcome: str) -> None:
+        self.outcomes[product, kind, outcome] += 1
+        if outcome == "held" and self._ratelog.allow("held"):
+            log.warning(
+                "record held: device region is not named by the policy product=%s kind=%s",
+                product, kind,
+            )
+
+    def undeclared_field(self, product: str, kind: str, path: str) -> None:
+        names = self._undeclared_names[product, kind]
+        if path not in names:
+            if len(names) >= MAX_UNDECLARED_NAMES or not _SAFE_NAME.match(path):
+                path = OTHER
+            else:
+                names.add(path)
+                log.info("undeclared field dropped product=%s kind=%s field=%s",
+                         product, kind, path)
+        self.undeclared[product, kind, path] += 1
+
+    # -- sinks, spool, source ---------------------------------------------------------------
+
+    def sink_committed(self, sink: str, region: str, n: int, seconds: float) -> None:
+        self.sink_records.labels(sink, region, "committed").inc(n)
+        self.sink_latency.labels(sink, region).observe(seconds)
+
+    def sink_failed(self, sink: str, region: str, n: int, error: str) -> None:
+        self.sink_records.labels(sink, region, "failed").inc(n)
+        if self._ratelog.allow(f"sink:{sink}:{region}"):
+            log.warning("sink failed sink=%s region=%s records=%d error=%s",
+                        sink, region, n, error)
+
+    def records_spooled(self, sink: str, region: str, n: int) -> None:
+        self.sink_records.labels(sink, region, "spooled").inc(n)
+
+    def spool_depth(self, sink: str, records: int, nbytes: int) -> None:
+        self.spool_records.labels(sink).set(records)
+        self.spool_bytes.labels(sink).set(nbytes)
+
+    def inflight_window(self, current: int, limit: int) -> None:
+        self.inflight.set(current)
+        self.inflight_limit.set(limit)
+
+    def source_connection(self, up: bool, detail: str = "") -> None:
+        self.connected.set(1 if up else 0)
+        if up:
+            log.info("mqtt source connected")
+        else:
+            log.warning("mqtt source disconnected %s", detail)
+
+    # -- control plane ----------------------------------------------------------------------
+
+    def policies_loaded(self, hashes: dict[str, str]) -> None:
+        self.policy_info.clear()
+        for product, h in hashes.items():
+            self.policy_info.labels(product, h[:12]).set(1)
+        log.info("policies loaded: %s", ", ".join(f"{p}@{h[:12]}" for p, h in hashes.items()))
+
+    def policy_reload(self, ok: bool, detail: str = "") -> None:
+        self.reloads.labels("ok" if ok else "error").inc()
+        if ok:
+            log.info("policy reload applied")
+        else:
+            log.error("policy reload refused, keeping the running policies: %s", detail)
+
+    def consent_withdrawn(self, product: str) -> None:
+        self.withdrawals.labels(product).inc()
+        log.info("consent withdrawn product=%s: forwarding stopped, erasure requested", product)
+
+    def erasure_sent(self, sink: str, region: str) -> None:
+        self.erasures.labels(sink, region).inc()
+
+
+class _HotCollector(Collector):
+    def __init__(self, ev: Events) -> None:
+        self.ev = ev
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        ev = self.ev
+        specs: list[tuple[str, str, list[str], dict[tuple[str, ...], int]]] = [
+            ("gateway_messages_received", "Messages received", ["product", "kind"],
+             dict(ev.received)),
+            ("gateway_messages", "Messages by outcome", ["product", "kind", "outcome"],
+             dict(ev.outcomes)),
+            ("gateway_messages_rejected", "Messages rejected", ["product", "kind", "reason"],
+             dict(ev.rejected)),
+            ("gateway_fields", "Declared fields by applied action",
+             ["product", "kind", "field", "action"], dict(ev.fields)),
+            ("gateway_undeclared_fields", "Undeclared fields dropped",
+             ["product", "kind", "field"], dict(ev.undeclared)),
+        ]
+        for name, doc, labels, values in specs:
+            fam = CounterMetricFamily(name, doc, labels=labels)
+            for key, n in values.items():
+                fam.add_metric(list(key), n)
+            yield fam

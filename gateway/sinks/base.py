@@ -1,0 +1,95 @@
+"""The sink contract: where accepted records go, one region per sink instance.
+
+Sinks are synchronous; the service calls them from a worker thread. ``write`` returns only
+once the whole batch is durable at the destination, otherwise it raises ``SinkError``.
+Delivery is at-least-once: after a ``SinkError`` some records of the batch may still have
+arrived, and the same batch will be offered again (``msg_id`` is the dedupe key).
+
+Error messages never carry record content (bodies, devices, ids): only field names,
+counts, sink names, regions and exception type names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+import msgspec
+
+__all__ = [
+    "ERASURE_KIND",
+    "ErasureRequest",
+    "OutRecord",
+    "Sink",
+    "SinkError",
+    "check_region",
+    "check_token",
+    "erasure_body",
+]
+
+# Reserved kind for erasure requests parked in a spool; no policy kind can take this
+# value (policy kinds are info/props/event/command) so it never collides with data.
+ERASURE_KIND = "_erasure"
+
+
+class OutRecord(msgspec.Struct, frozen=True):
+    msg_id: str  # stable id of the accepted message (dedupe key), hex
+    product: str
+    kind: str
+    region: str
+    body: bytes  # the encoded JSON record, one line, no newline
+
+
+class ErasureRequest(msgspec.Struct, frozen=True, tag="erasure", tag_field="type"):
+    """Wire form of an erasure request: ``{"type":"erasure","product":..,...}``."""
+
+    product: str
+    device: str  # pseudonymous device id, never the raw one
+    requested_at: float  # unix seconds
+
+
+class SinkError(Exception):
+    """The destination did not durably accept; the message never contains record content."""
+
+
+class Sink(Protocol):
+    name: str  # "file" | "mqtt" | "nats"
+    region: str
+
+    def open(self) -> None: ...
+
+    def write(self, batch: Sequence[OutRecord]) -> None:
+        """Durable at the destination on return, else raises SinkError."""
+        ...
+
+    def erase(self, product: str, device: str, requested_at: float) -> None:
+        """Send an erasure request for a pseudonymous device; durable on return or SinkError."""
+        ...
+
+    def close(self) -> None: ...
+
+
+_erasure_encoder = msgspec.json.Encoder()
+
+
+def erasure_body(product: str, device: str, requested_at: float) -> bytes:
+    return _erasure_encoder.encode(ErasureRequest(product, device, requested_at))
+
+
+def check_region(sink_region: str, batch: Sequence[OutRecord]) -> None:
+    """Data residency guard: a sink only ever takes records of its own region.
+
+    A mismatch is a routing bug, not an outage, so it is a ValueError (never spooled).
+    """
+    for rec in batch:
+        if rec.region != sink_region:
+            raise ValueError(f"record region does not match sink region {sink_region!r}")
+
+
+def check_token(field: str, value: str, forbidden: str) -> None:
+    """Reject values that would change the shape of a topic/subject (wildcards, levels).
+
+    Only the field name goes into the message: the value may come from a message.
+    """
+    if not value or any(c in forbidden for c in value) or not value.isprintable():
+        raise ValueError(f"{field} is not usable as a topic/subject token")

@@ -1,0 +1,163 @@
+"""File sink: appends JSONL to ``<dir>/<region>/records.jsonl``, one fsync per batch.
+
+Group commit: every line of a batch is written with one ``write`` and made durable with
+one ``os.fsync``, so the fsync cost is paid per batch, not per record. A crash can leave
+a torn last line; ``open()`` cuts it off (its batch never returned, so it is redelivered).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.sinks.base import OutRecord, SinkError, check_region, check_token, erasure_body
+from gateway.sinks.file.config import FileSinkConfig
+
+__all__ = ["FileSink"]
+
+log = logging.getLogger(__name__)
+
+RECORDS_FILE = "records.jsonl"
+ERASURE_FILE = "erasure.jsonl"
+_REPAIR_CHUNK = 64 * 1024
+
+
+class FileSink:
+    name = "file"
+
+    def __init__(self, config: FileSinkConfig, region: str) -> None:
+        check_token("region", region, "/\\\0")
+        if region in (".", ".."):
+            raise ValueError("region is not usable as a directory name")
+        self.config = config
+        self.region = region
+        self.dir = Path(config.dir) / region
+        self._lock = threading.Lock()
+        self._records_fd: int | None = None
+        self._erasure_fd: int | None = None
+
+    @property
+    def records_path(self) -> Path:
+        return self.dir / RECORDS_FILE
+
+    @property
+    def erasure_path(self) -> Path:
+        return self.dir / ERASURE_FILE
+
+    def open(self) -> None:
+        with self._lock:
+            self._open_locked()
+
+    def close(self) -> None:
+        with self._lock:
+            self._close_locked()
+
+    def write(self, batch: Sequence[OutRecord]) -> None:
+        if not batch:
+            return
+        check_region(self.region, batch)
+        for rec in batch:
+            if b"\n" in rec.body or b"\r" in rec.body:
+                raise ValueError("record body must be a single line")
+        data = b"".join([part for rec in batch for part in (rec.body, b"\n")])
+        with self._lock:
+            self._append_locked("records", data)
+
+    def erase(self, product: str, device: str, requested_at: float) -> None:
+        data = erasure_body(product, device, requested_at) + b"\n"
+        with self._lock:
+            self._append_locked("erasure", data)
+
+    # -- internals (lock held) -------------------------------------------------------
+
+    def _open_locked(self) -> None:
+        if self._records_fd is not None and self._erasure_fd is not None:
+            return
+        self._close_locked()
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            self._records_fd = _open_append(self.records_path)
+            self._erasure_fd = _open_append(self.erasure_path)
+            # Make the (possibly new) directory entries durable too.
+            _fsync_dir(self.dir)
+        except OSError as exc:
+            self._close_locked()
+            raise SinkError(f"file sink {self.region}: cannot open: {exc.strerror}") from None
+
+    def _close_locked(self) -> None:
+        for fd in (self._records_fd, self._erasure_fd):
+            if fd is not None:
+                try:
+                    os.close(fd)
+                except OSError:
+                    log.warning("file sink %s: close failed", self.region)
+        self._records_fd = None
+        self._erasure_fd = None
+
+    def _append_locked(self, which: str, data: bytes) -> None:
+        # A previous failure closed the files; reopen lazily (this also repairs a torn tail).
+        self._open_locked()
+        fd = self._records_fd if which == "records" else self._erasure_fd
+        assert fd is not None
+        start = os.fstat(fd).st_size
+        try:
+            _write_all(fd, data)
+            if self.config.fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            # Nothing of a failed batch may count: cut back to where it started. After a
+            # failed fsync the page cache cannot be trusted, so drop the fds as well.
+            try:
+                os.ftruncate(fd, start)
+            except OSError:
+                log.warning("file sink %s: could not cut back a failed write", self.region)
+            self._close_locked()
+            raise SinkError(f"file sink {self.region}: write failed: {exc.strerror}") from None
+
+
+def _open_append(path: Path) -> int:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    try:
+        _repair_tail(fd, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _repair_tail(fd: int, path: Path) -> None:
+    """Cut a torn last line (no trailing newline) left by a crash mid-write."""
+    size = os.fstat(fd).st_size
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return
+    end = size
+    keep = 0
+    while end > 0:
+        start = max(0, end - _REPAIR_CHUNK)
+        chunk = os.pread(fd, end - start, start)
+        idx = chunk.rfind(b"\n")
+        if idx >= 0:
+            keep = start + idx + 1
+            break
+        end = start
+    os.ftruncate(fd, keep)
+    os.fsync(fd)
+    log.warning("file sink: cut %d bytes of a torn last line in %s", size - keep, path.name)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        n = os.write(fd, view)
+        view = view[n:]
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,35 @@
+"""IP addresses leave only as coarse geolocation: country and continent, from an offline table.
+
+Private, loopback, link-local and other non-global addresses carry no geolocation at all.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+
+import iptocc
+
+from gateway.transforms.continents import continent_of
+
+
+@lru_cache(maxsize=4096)
+def coarse_ip(value: str) -> dict[str, str] | None:
+    """`{"country": "US", "continent": "NA"}`, or None when the address has no public location.
+
+    Cached: a fleet reports few distinct addresses, and the cache holds only geo results
+    keyed by addresses already in memory."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    if not ip.is_global:
+        return None
+    cc = iptocc.country_code(str(ip))
+    if not cc:
+        return None
+    out = {"country": cc}
+    cont = continent_of(cc)
+    if cont:
+        out["continent"] = cont
+    return out
