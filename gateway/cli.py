@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.config import ConfigError
 from gateway.decode.plan import PlanError, compile_kind
 from gateway.envelope import Held, Record, encode
 from gateway.policy.lint import Finding, lint
@@ -179,7 +180,9 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from gateway.service import run_from_config
 
-    return run_from_config(args.config, workers=args.workers, shadow=args.shadow)
+    return run_from_config(
+        args.config, workers=args.workers, shadow=args.shadow, worker_index=args.worker_index
+    )
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -247,6 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="worker processes sharing the subscription (default: config, 1)")
     p.add_argument("--shadow", action="store_true",
                    help="enforce and count, forward nothing (for rollout)")
+    p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("demo", help="embedded broker + simulated fleet of the five products "
@@ -275,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (PolicyError, PlanError, RegistryError, TopicError, KeyError_) as exc:
+    except (PolicyError, PlanError, RegistryError, TopicError, KeyError_, ConfigError) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:

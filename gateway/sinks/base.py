@@ -11,6 +11,7 @@ counts, sink names, regions and exception type names.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -22,7 +23,7 @@ __all__ = [
     "OutRecord",
     "Sink",
     "SinkError",
-    "check_region",
+    "check_batch",
     "check_token",
     "erasure_body",
 ]
@@ -30,6 +31,8 @@ __all__ = [
 # Reserved kind for erasure requests parked in a spool; no policy kind can take this
 # value (policy kinds are info/props/event/command) so it never collides with data.
 ERASURE_KIND = "_erasure"
+
+_TOKEN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 
 
 class OutRecord(msgspec.Struct, frozen=True):
@@ -76,20 +79,28 @@ def erasure_body(product: str, device: str, requested_at: float) -> bytes:
     return _erasure_encoder.encode(ErasureRequest(product, device, requested_at))
 
 
-def check_region(sink_region: str, batch: Sequence[OutRecord]) -> None:
-    """Data residency guard: a sink only ever takes records of its own region.
+def check_token(field: str, value: str) -> None:
+    """Product, kind and region become topic levels, subject tokens and directory names.
 
-    A mismatch is a routing bug, not an outage, so it is a ValueError (never spooled).
+    One conservative alphabet that is safe for all three (no ``/ + # . * >``, no
+    whitespace, no ``..``). Only the field name goes into the message, never the value.
+    """
+    if _TOKEN.fullmatch(value) is None:
+        raise ValueError(f"{field} is not a valid topic/subject token")
+
+
+def check_batch(sink_region: str, batch: Sequence[OutRecord]) -> None:
+    """Everything any sink would refuse, checked before a batch is written or spooled.
+
+    Violations are caller bugs, not outages, so they are ValueErrors: a spool must never
+    hold a record that no sink can take. The region check is the data residency guard.
     """
     for rec in batch:
         if rec.region != sink_region:
             raise ValueError(f"record region does not match sink region {sink_region!r}")
-
-
-def check_token(field: str, value: str, forbidden: str) -> None:
-    """Reject values that would change the shape of a topic/subject (wildcards, levels).
-
-    Only the field name goes into the message: the value may come from a message.
-    """
-    if not value or any(c in forbidden for c in value) or not value.isprintable():
-        raise ValueError(f"{field} is not usable as a topic/subject token")
+        check_token("product", rec.product)
+        check_token("kind", rec.kind)
+        if rec.kind == ERASURE_KIND:
+            raise ValueError("record kind is reserved for erasure requests")
+        if b"\n" in rec.body or b"\r" in rec.body:
+            raise ValueError("record body must be a single line")

@@ -13,7 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from gateway.sinks.base import OutRecord, SinkError, check_region, check_token, erasure_body
+from gateway.sinks.base import OutRecord, SinkError, check_batch, check_token, erasure_body
 from gateway.sinks.file.config import FileSinkConfig
 
 __all__ = ["FileSink"]
@@ -29,9 +29,7 @@ class FileSink:
     name = "file"
 
     def __init__(self, config: FileSinkConfig, region: str) -> None:
-        check_token("region", region, "/\\\0")
-        if region in (".", ".."):
-            raise ValueError("region is not usable as a directory name")
+        check_token("region", region)
         self.config = config
         self.region = region
         self.dir = Path(config.dir) / region
@@ -58,10 +56,7 @@ class FileSink:
     def write(self, batch: Sequence[OutRecord]) -> None:
         if not batch:
             return
-        check_region(self.region, batch)
-        for rec in batch:
-            if b"\n" in rec.body or b"\r" in rec.body:
-                raise ValueError("record body must be a single line")
+        check_batch(self.region, batch)
         data = b"".join([part for rec in batch for part in (rec.body, b"\n")])
         with self._lock:
             self._append_locked("records", data)

@@ -1,0 +1,323 @@
+"""`gateway run`: MQTT in, policy enforced, records out to the sink of their region.
+
+At-least-once: a message is acknowledged to the broker only after the sink of its region
+(or, while that sink is down, the encrypted local spool) has durably committed its record,
+after it was rejected and counted, or after it was held. A kill -9 at any moment leaves every
+unacknowledged message with the broker's persistent session, which redelivers it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+
+from gateway.config import GatewayConfig, SinkSpec, load_config
+from gateway.consent.state import ConsentError, ConsentStore, parse_consent
+from gateway.engine import Engine
+from gateway.envelope import Held, Record, encode
+from gateway.internal_events import UNKNOWN, Events
+from gateway.policy.loader import DEFAULT_DIR, PolicyError, load_dir
+from gateway.route.router import Router, load_registry
+from gateway.route.topics import TopicScheme
+from gateway.sinks.base import OutRecord, Sink, SinkError
+from gateway.sinks.file.config import FileSinkConfig
+from gateway.sinks.file.sink import FileSink
+from gateway.sinks.spooled import SpooledSink
+from gateway.sources.mqtt.source import Delivery, MqttSource
+from gateway.spool import Spool
+from gateway.telemetry_http import serve_http
+from gateway.transforms.pseudonymize import KeyRing, load_or_create_master
+
+log = logging.getLogger("gateway.service")
+
+
+def _make_sink(spec: SinkSpec, region: str) -> Sink:
+    if spec.type == "file" and spec.file is not None:
+        return FileSink(spec.file, region)
+    if spec.type == "mqtt" and spec.mqtt is not None:
+        from gateway.sinks.mqtt.sink import MqttSink
+
+        return MqttSink(spec.mqtt, region)
+    if spec.type == "nats" and spec.nats is not None:
+        from gateway.sinks.nats.sink import NatsSink
+
+        return NatsSink(spec.nats, region)
+    raise ValueError(f"sink {spec.type} has no settings")
+
+
+class Gateway:
+    """One worker: a source, an engine, one spooled sink per region, a metrics endpoint."""
+
+    def __init__(self, config: GatewayConfig, worker: int = 0, shadow: bool | None = None):
+        self.config = config
+        self.worker = worker
+        self.shadow = config.shadow if shadow is None else shadow
+        state = Path(config.state_dir)
+        self.state = state / f"worker-{worker}"
+        self.state.mkdir(parents=True, exist_ok=True)
+        self.events = Events()
+        self.keys = KeyRing(load_or_create_master(state / "master.key"))
+        self.policy_dir = Path(config.policies) if config.policies else DEFAULT_DIR
+        self.consent = ConsentStore(self.state / "consent.json")
+        registry = load_registry(Path(config.routing.registry)) if config.routing.registry else None
+        self.engine = Engine(
+            load_dir(self.policy_dir),
+            self.keys,
+            Router(config.routing.default_region, registry),
+            events=self.events,
+            consent=self.consent,
+            limits=config.limits,
+            topics=TopicScheme(config.source.topic_pattern),
+        )
+        self.source = MqttSource(config.source, worker, self.events.source_connection)
+        self.sinks: dict[str, SpooledSink] = {}
+        self.held: Sink = FileSink(FileSinkConfig(dir=str(self.state / "held")), "held")
+        self._reload = threading.Event()
+        self._stop = threading.Event()
+        self._inflight = 0
+        self.ready = threading.Event()
+        self.worker_thread: threading.Thread | None = None
+        self._http: Callable[[], None] | None = None
+
+    # -- sinks ------------------------------------------------------------------------------
+
+    def sink(self, region: str) -> SpooledSink | None:
+        s = self.sinks.get(region)
+        if s is None:
+            spec = self.config.sink_for(region)
+            if spec is None:
+                return None
+            name = f"{spec.type}-{region}"
+            spool = Spool(
+                self.state / "spool" / name,
+                self.keys.derive(f"spool/{name}"),
+                self.config.spool.max_bytes,
+            )
+            s = SpooledSink(_make_sink(spec, region), spool, self.config.spool.retry_s)
+            s.open()
+            self.sinks[region] = s
+        return s
+
+    def _commit(self, sink: SpooledSink, batch: Sequence[OutRecord]) -> None:
+        """Block until the batch is durable in the sink or the spool. Back-pressure, not
+        loss: while both refuse, nothing is acknowledged and the broker's window fills."""
+        while True:
+            t0 = time.monotonic()
+            before = sink.spooled_records
+            try:
+                sink.write(batch)
+            except SinkError as exc:
+                self.events.sink_failed(sink.name, sink.region, len(batch), type(exc).__name__)
+                if self._stop.wait(self.config.spool.retry_s):
+                    raise
+                continue
+            if sink.spooled_records > before:
+                self.events.records_spooled(sink.name, sink.region, len(batch))
+            else:
+                self.events.sink_committed(
+                    sink.name, sink.region, len(batch), time.monotonic() - t0
+                )
+            self.events.spool_depth(sink.name, sink.spooled_records, sink.spooled_bytes)
+            return
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def _take(self) -> list[Delivery]:
+        q = self.source.queue
+        try:
+            first = q.get(timeout=0.2)
+        except Exception:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.config.processing.batch_wait_ms / 1000
+        while len(batch) < self.config.processing.batch_max:
+            try:
+                batch.append(q.get_nowait())
+            except Exception:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                try:
+                    batch.append(q.get(timeout=left))
+                except Exception:
+                    break
+        return batch
+
+    def _consent(self, d: Delivery, product: str, device: str) -> None:
+        p = self.engine.products.get(product)
+        if p is None:
+            self.events.message_rejected(UNKNOWN, "consent", "unknown_product", None)
+            return
+        toggles = frozenset(t.name for t in p.loaded.policy.toggles)
+        try:
+            state = parse_consent(d.payload, toggles)
+        except ConsentError:
+            self.events.message_rejected(product, "consent", "invalid_consent", None)
+            return
+        prev = self.consent.set(product, device, state)
+        if state.withdrawn and not (prev and prev.withdrawn):
+            self.events.consent_withdrawn(product)
+            if self.worker == 0:  # every worker sees consent; one sends the erasure
+                pseudonym = p.pseudo.pseudonym("device.id", device)
+                for region in sorted(p.regions):
+                    sink = self.sink(region)
+                    if sink is not None:
+                        sink.erase(product, pseudonym, time.time())
+                        self.events.erasure_sent(sink.name, region)
+
+    def process(self, batch: list[Delivery]) -> None:
+        by_region: dict[str, list[OutRecord]] = defaultdict(list)
+        held: list[OutRecord] = []
+        now = time.time()
+        for d in batch:
+            parsed = self.engine.topics.parse(d.topic)
+            if parsed is not None and parsed.kind == "consent":
+                self._consent(d, parsed.product, parsed.device)
+                continue
+            out = self.engine.process(d.topic, d.payload, now)
+            if isinstance(out, Record):
+                if self.shadow:
+                    self.events.message_outcome(out.product, out.kind, "shadowed")
+                    continue
+                by_region[out.region].append(
+                    OutRecord(out.id, out.product, out.kind, out.region, encode(out))
+                )
+            elif isinstance(out, Held):
+                r = out.record
+                if not self.shadow:
+                    held.append(OutRecord(r.id, r.product, r.kind, "held", encode(r)))
+        for region, records in by_region.items():
+            sink = self.sink(region)
+            if sink is None:  # no sink configured for a region the policy allows: hold
+                held.extend(
+                    OutRecord(r.msg_id, r.product, r.kind, "held", r.body) for r in records
+                )
+                continue
+            self._commit(sink, records)
+            for r in records:
+                self.events.message_outcome(r.product, r.kind, "forwarded")
+        if held:
+            self.held.write(held)
+        for d in batch:
+            self.source.ack(d)
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            if self._reload.is_set():
+                self._reload.clear()
+                self.reload()
+            batch = self._take()
+            if not batch:
+                continue
+            try:
+                self.process(batch)
+            except SinkError:
+                return  # stopping while a sink refuses: the broker keeps the messages
+            q = self.source.queue.qsize()
+            self.events.inflight_window(q, self.config.source.receive_maximum)
+
+    def reload(self) -> None:
+        try:
+            self.engine.reload(load_dir(self.policy_dir))
+        except (PolicyError, ValueError) as exc:
+            self.events.policy_reload(False, str(exc))
+            return
+        self.events.policy_reload(True)
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self.held.open()
+        host, _, port = self.config.metrics_listen.rpartition(":")
+        self._http = serve_http(host, int(port) + self.worker, self)
+        self.source.start()
+        self.worker_thread = threading.Thread(target=self._loop, name="gateway-worker")
+        self.worker_thread.start()
+        self.ready.set()
+
+    def healthy(self) -> bool:
+        return self.worker_thread is not None and self.worker_thread.is_alive()
+
+    def is_ready(self) -> bool:
+        return self.healthy() and self.source.connected.is_set()
+
+    def request_reload(self) -> None:
+        self._reload.set()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.worker_thread is not None:
+            self.worker_thread.join(timeout=30)
+        self.source.stop()
+        for s in self.sinks.values():
+            s.close()
+        self.held.close()
+        if self._http is not None:
+            self._http()
+
+
+def run_worker(config: GatewayConfig, worker: int, shadow: bool) -> int:
+    gw = Gateway(config, worker, shadow)
+    done = threading.Event()
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    def on_hup(signum: int, frame: FrameType | None) -> None:
+        gw.request_reload()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    gw.start()
+    log.info(
+        "gateway worker %d running%s: %d policies, metrics on %s (+%d)",
+        worker, " in shadow mode" if gw.shadow else "", len(gw.engine.products),
+        config.metrics_listen, worker,
+    )
+    while not done.wait(0.5):
+        if not gw.healthy():
+            log.error("worker thread ended; exiting so the supervisor restarts us")
+            gw.stop()
+            return 1
+    gw.stop()
+    return 0
+
+
+def run_from_config(path: Path | None, workers: int | None, shadow: bool,
+                    worker_index: int | None = None) -> int:
+    config = load_config(path)
+    n = workers or config.workers
+    shadow = shadow or config.shadow
+    if worker_index is not None or n == 1:
+        return run_worker(config, worker_index or 0, shadow)
+    # Several processes, one per core: each joins the same shared subscription group.
+    load_or_create_master(Path(config.state_dir) / "master.key")
+    cmd = [sys.executable, "-m", "gateway", "run"]
+    if path is not None:
+        cmd += ["--config", str(path)]
+    if shadow:
+        cmd.append("--shadow")
+    children = [
+        subprocess.Popen([*cmd, "--worker-index", str(i)], env=os.environ.copy())
+        for i in range(n)
+    ]
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    codes = [c.wait() for c in children]
+    return max(codes)

@@ -1,0 +1,1 @@
+"""Sinks: where accepted records go (file, mqtt, nats), plus the spooled wrapper."""

@@ -1,0 +1,27 @@
+"""Settings of the NATS JetStream sink (see README.md in this folder)."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class NatsSinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    url: str  # e.g. "nats://127.0.0.1:4222" (tls:// for TLS)
+    stream: str = "GATEWAY"
+    subject_prefix: str = "gateway"
+    timeout_s: float = 10.0  # connect, stream setup, and each PubAck
+    max_inflight: int = 1000  # publishes awaiting a PubAck at once
+    duplicate_window_s: float = 120.0  # JetStream msg-id dedupe window (at least)
+    name: str = ""  # connection name shown in server monitoring; "" = "gateway-sink-<region>"
+
+    def __post_init__(self) -> None:
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        if self.max_inflight <= 0:
+            raise ValueError("max_inflight must be > 0")
+        if self.duplicate_window_s <= 0:
+            raise ValueError("duplicate_window_s must be > 0")
+        if not self.stream or any(c in ". *>\t\r\n" for c in self.stream):
+            raise ValueError("stream is not a valid JetStream stream name")
+        if not self.subject_prefix or any(c in " *>\t\r\n" for c in self.subject_prefix):
+            raise ValueError("subject_prefix must be non-empty and free of wildcards")

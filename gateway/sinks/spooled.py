@@ -1,0 +1,206 @@
+"""A sink that falls back to its encrypted local spool while the real sink is down.
+
+``write`` returns only once the batch is durable somewhere: at the destination, or in the
+spool. It raises ``SinkError`` only when both refuse (sink down and spool full).
+
+Order is kept: while anything is spooled, new batches are appended behind it instead of
+overtaking it. A background thread (started by ``open``, stopped by ``close``) drains the
+spool to the sink every ``retry_s`` and commits spooled records only after the sink
+accepted them, so a crash at any point loses nothing (a batch may be sent twice; sinks
+dedupe on ``msg_id`` where the destination can).
+
+Erasure requests take the same path (parked in the spool under a reserved kind), so an
+erasure never overtakes records of the device it erases.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import threading
+from collections.abc import Sequence
+
+import msgspec
+
+from gateway.sinks.base import (
+    ERASURE_KIND,
+    ErasureRequest,
+    OutRecord,
+    Sink,
+    SinkError,
+    check_batch,
+    erasure_body,
+)
+from gateway.spool.spool import Spool, SpoolError, SpoolFull
+
+__all__ = ["SpooledSink"]
+
+log = logging.getLogger(__name__)
+
+DRAIN_BATCH = 500
+
+
+class SpooledSink:
+    """``Sink`` wrapper; owns ``sink`` and ``spool`` (``close`` closes both)."""
+
+    def __init__(
+        self, sink: Sink, spool: Spool, retry_s: float, drain_batch: int = DRAIN_BATCH
+    ) -> None:
+        if retry_s <= 0 or drain_batch <= 0:
+            raise ValueError("retry_s and drain_batch must be > 0")
+        self.sink = sink
+        self.spool = spool
+        self.retry_s = retry_s
+        self.drain_batch = drain_batch
+        self.name = sink.name
+        self.region = sink.region
+        # Held across "spool empty? -> write to sink" so a direct write can never overtake
+        # spooled records; the drain takes it only around peek/commit, not while sending.
+        self._lock = threading.Lock()
+        self._drain_lock = threading.Lock()  # one drain at a time (thread or caller)
+        self._sink_up = False
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @property
+    def sink_up(self) -> bool:
+        """Whether the last attempt to reach the sink succeeded."""
+        return self._sink_up
+
+    @property
+    def spooled_records(self) -> int:
+        return self.spool.records
+
+    @property
+    def spooled_bytes(self) -> int:
+        return self.spool.bytes
+
+    def open(self) -> None:
+        try:
+            self.sink.open()
+            self._sink_up = True
+        except SinkError as exc:
+            # Not fatal: records go to the spool until the sink can be reached.
+            self._sink_up = False
+            log.warning("%s sink %s: down at open (%s); spooling", self.name, self.region, exc)
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(
+                target=self._run, name=f"spool-drain-{self.name}-{self.region}", daemon=True
+            )
+            self._thread.start()
+
+    def close(self) -> None:
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+        self.sink.close()
+        self.spool.close()
+
+    def write(self, batch: Sequence[OutRecord]) -> None:
+        if not batch:
+            return
+        # A record no sink can take must never reach the spool, where it would block
+        # the drain forever.
+        check_batch(self.region, batch)
+        with self._lock:
+            if self.spool.records == 0:
+                try:
+                    self.sink.write(batch)
+                    self._sink_up = True
+                    return
+                except SinkError as exc:
+                    self._down(exc)
+            self._append(batch)
+
+    def erase(self, product: str, device: str, requested_at: float) -> None:
+        with self._lock:
+            if self.spool.records == 0:
+                try:
+                    self.sink.erase(product, device, requested_at)
+                    self._sink_up = True
+                    return
+                except SinkError as exc:
+                    self._down(exc)
+            body = erasure_body(product, device, requested_at)
+            marker = OutRecord(
+                hashlib.sha256(body).hexdigest(), product, ERASURE_KIND, self.region, body
+            )
+            self._append([marker])
+
+    def drain(self) -> int:
+        """Move spooled records to the sink until it is empty or the sink fails.
+
+        Returns how many records were delivered (and committed) in this call.
+        """
+        moved = 0
+        with self._drain_lock:
+            while not self._stop.is_set():
+                with self._lock:
+                    batch = self.spool.peek(self.drain_batch)
+                if not batch:
+                    break
+                for run in _runs(batch):
+                    try:
+                        self._deliver(run)
+                    except SinkError as exc:
+                        self._down(exc)
+                        return moved
+                    with self._lock:
+                        self.spool.commit(len(run))
+                    self._sink_up = True
+                    moved += len(run)
+        return moved
+
+    # -- internals -------------------------------------------------------------------
+
+    def _append(self, batch: Sequence[OutRecord]) -> None:
+        try:
+            self.spool.append(batch)
+        except SpoolFull:
+            raise SinkError(f"{self.name} sink {self.region}: down and spool full") from None
+        except SpoolError as exc:
+            raise SinkError(f"{self.name} sink {self.region}: down and spool failed") from exc
+
+    def _deliver(self, run: Sequence[OutRecord]) -> None:
+        if run[0].kind != ERASURE_KIND:
+            self.sink.write(run)
+            return
+        for marker in run:
+            try:
+                req = msgspec.json.decode(marker.body, type=ErasureRequest)
+            except msgspec.DecodeError:
+                # Only our own code writes markers, into an authenticated spool.
+                raise SinkError("spooled erasure request is undecodable") from None
+            self.sink.erase(req.product, req.device, req.requested_at)
+
+    def _down(self, exc: BaseException) -> None:
+        if self._sink_up:
+            log.warning("%s sink %s: down (%s); spooling", self.name, self.region, exc)
+        self._sink_up = False
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.retry_s):
+            if self.spool.records == 0:
+                continue
+            try:
+                self.drain()
+            except Exception as exc:  # keep draining later; never lose the thread
+                self._sink_up = False
+                log.error(
+                    "%s sink %s: drain failed: %s", self.name, self.region, type(exc).__name__
+                )
+
+
+def _runs(batch: Sequence[OutRecord]) -> list[Sequence[OutRecord]]:
+    """Split into consecutive runs of data records and of erasure markers, in order."""
+    runs: list[Sequence[OutRecord]] = []
+    start = 0
+    for i in range(1, len(batch) + 1):
+        if i == len(batch) or (batch[i].kind == ERASURE_KIND) != (
+            batch[start].kind == ERASURE_KIND
+        ):
+            runs.append(batch[start:i])
+            start = i
+    return runs

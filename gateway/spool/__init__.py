@@ -1,0 +1,6 @@
+"""Bounded, durable, AES-GCM encrypted local spool a sink falls back to when down."""
+
+from gateway.spool.config import SpoolConfig
+from gateway.spool.spool import Spool, SpoolCorrupt, SpoolError, SpoolFull
+
+__all__ = ["Spool", "SpoolConfig", "SpoolCorrupt", "SpoolError", "SpoolFull"]
