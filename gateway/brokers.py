@@ -34,9 +34,7 @@ class LocalMosquitto:
     def __init__(self, port: int | None = None) -> None:
         exe = find_mosquitto()
         if exe is None:
-            raise BrokerError(
-                "mosquitto is not installed (Debian: apt-get install mosquitto)"
-            )
+            raise BrokerError("mosquitto is not installed (Debian: apt-get install mosquitto)")
         self.exe = exe
         self.port = port or free_port()
         self.dir = Path(tempfile.mkdtemp(prefix="gateway-mosquitto-"))
@@ -55,7 +53,8 @@ class LocalMosquitto:
     def start(self) -> LocalMosquitto:
         self.proc = subprocess.Popen(
             [self.exe, "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:

@@ -20,6 +20,7 @@ from gateway.decode.plan import PlanError, compile_kind
 from gateway.envelope import Held, Record, encode
 from gateway.policy.lint import Finding, lint
 from gateway.policy.loader import DEFAULT_DIR, LoadedPolicy, PolicyError, load_dir
+from gateway.report.scrape import ReportError
 from gateway.route.router import RegistryError, Router, load_registry
 from gateway.route.topics import TopicError, TopicScheme
 from gateway.transforms.pseudonymize import MASTER_KEY_ENV, KeyError_, KeyRing, parse_master
@@ -91,8 +92,10 @@ def cmd_check(args: argparse.Namespace) -> int:
         n_err = sum(1 for f in findings if f.level == "error")
         n_fields = sum(len(r.fields) for r in lp.policy.kinds.values())
         status = "ok" if n_err == 0 else f"{n_err} error(s)"
-        print(f"{lp.path.name}: {n_fields} fields in {len(lp.policy.kinds)} kinds, "
-              f"regions {[r.id for r in lp.policy.regions]}: {status}")
+        print(
+            f"{lp.path.name}: {n_fields} fields in {len(lp.policy.kinds)} kinds, "
+            f"regions {[r.id for r in lp.policy.regions]}: {status}"
+        )
         errors += n_err
     return 1 if errors else 0
 
@@ -152,14 +155,18 @@ def cmd_explain(args: argparse.Namespace) -> int:
     wanted = args.products or list(policies)
     unknown = [p for p in wanted if p not in policies]
     if unknown:
-        print(f"gateway explain: unknown product(s) {unknown}; known: {sorted(policies)}",
-              file=sys.stderr)
+        print(
+            f"gateway explain: unknown product(s) {unknown}; known: {sorted(policies)}",
+            file=sys.stderr,
+        )
         return 2
     cols = ("kind", "field", "category", "declared", "action", "consent", "cite")
     for pid in wanted:
         lp = policies[pid]
-        print(f"# {pid}: {lp.policy.name} ({lp.policy.publisher}), regions "
-              f"{[r.id for r in lp.policy.regions] or 'none: nothing leaves'}")
+        print(
+            f"# {pid}: {lp.policy.name} ({lp.policy.publisher}), regions "
+            f"{[r.id for r in lp.policy.regions] or 'none: nothing leaves'}"
+        )
         rows = list(policy_rows(lp))
         widths = [max(len(c), *(len(r[c]) for r in rows)) if rows else len(c) for c in cols]
         print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
@@ -201,69 +208,92 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def _add_engine_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policies", type=Path, help="policy directory (default: the shipped ones)")
-    p.add_argument("--region", default="us",
-                   help="deployment default region for devices not in the registry "
-                   "(default: us)")
+    p.add_argument(
+        "--region",
+        default="us",
+        help="deployment default region for devices not in the registry (default: us)",
+    )
     p.add_argument("--registry", type=Path, help="TOML file: [devices] device id = region")
-    p.add_argument("--key-file", type=Path,
-                   help=f"hex master key file (else ${MASTER_KEY_ENV}, else a random key)")
-    p.add_argument("--topic-pattern", default="miot/{product}/{device}/{kind}",
-                   help="topic layout (default: miot/{product}/{device}/{kind})")
+    p.add_argument(
+        "--key-file",
+        type=Path,
+        help=f"hex master key file (else ${MASTER_KEY_ENV}, else a random key)",
+    )
+    p.add_argument(
+        "--topic-pattern",
+        default="miot/{product}/{device}/{kind}",
+        help="topic layout (default: miot/{product}/{device}/{kind})",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
-        description="Edge gateway that forwards only what each product's privacy policy "
-        "declares.",
+        description="Edge gateway that forwards only what each product's privacy policy declares.",
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("check", help="lint policies: every forwarded field has purpose and "
-                       "citation; exit 1 on errors")
+    p = sub.add_parser(
+        "check",
+        help="lint policies: every forwarded field has purpose and citation; exit 1 on errors",
+    )
     p.add_argument("dir", nargs="?", type=Path, help="policy directory (default: shipped)")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser("enforce", help="replay captured messages (JSONL "
-                       '{"topic":..,"payload":..} on stdin) through the pipeline; one '
-                       "outcome per line on stdout")
+    p = sub.add_parser(
+        "enforce",
+        help="replay captured messages (JSONL "
+        '{"topic":..,"payload":..} on stdin) through the pipeline; one '
+        "outcome per line on stdout",
+    )
     _add_engine_args(p)
     p.set_defaults(func=cmd_enforce)
 
-    p = sub.add_parser("explain", help="per-field decisions without values: of policies, or "
-                       "of captured messages with --input")
+    p = sub.add_parser(
+        "explain",
+        help="per-field decisions without values: of policies, or "
+        "of captured messages with --input",
+    )
     _add_engine_args(p)
     p.add_argument("products", nargs="*", help="products to show (default: all)")
     p.add_argument("--input", type=Path, help="JSONL captures to explain ('-' for stdin)")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser("schemas", help="write JSON Schemas of the policy format and of every "
-                       "product's device messages")
+    p = sub.add_parser(
+        "schemas",
+        help="write JSON Schemas of the policy format and of every product's device messages",
+    )
     p.add_argument("--policies", type=Path)
     p.add_argument("--out", type=Path, default=Path("schemas"))
     p.set_defaults(func=cmd_schemas)
 
     p = sub.add_parser("run", help="run the gateway service (MQTT in, regional sinks out)")
     p.add_argument("--config", type=Path, help="gateway.toml (default: embedded defaults)")
-    p.add_argument("--workers", type=int, default=None,
-                   help="worker processes sharing the subscription (default: config, 1)")
-    p.add_argument("--shadow", action="store_true",
-                   help="enforce and count, forward nothing (for rollout)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="worker processes sharing the subscription (default: config, 1)",
+    )
+    p.add_argument(
+        "--shadow", action="store_true", help="enforce and count, forward nothing (for rollout)"
+    )
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("demo", help="embedded broker + simulated fleet of the five products "
-                       "+ the gateway + file sinks, with a live summary")
+    p = sub.add_parser(
+        "demo",
+        help="embedded broker + simulated fleet of the five products "
+        "+ the gateway + file sinks, with a live summary",
+    )
     p.add_argument("--duration", type=float, default=10.0, help="seconds (default: 10)")
     p.add_argument("--rate", type=float, default=200.0, help="messages/s (default: 200)")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="sink directory")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("report", help="HTML compliance report per product from a metrics "
-                       "scrape")
-    p.add_argument("--metrics", required=True,
-                   help="URL of /metrics or a file with its text")
+    p = sub.add_parser("report", help="HTML compliance report per product from a metrics scrape")
+    p.add_argument("--metrics", required=True, help="URL of /metrics or a file with its text")
     p.add_argument("--policies", type=Path)
     p.add_argument("--out", type=Path, default=Path("report.html"))
     p.set_defaults(func=cmd_report)
@@ -279,7 +309,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args))
-    except (PolicyError, PlanError, RegistryError, TopicError, KeyError_, ConfigError) as exc:
+    except (
+        PolicyError,
+        PlanError,
+        RegistryError,
+        TopicError,
+        KeyError_,
+        ConfigError,
+        ReportError,
+    ) as exc:
         print(f"gateway: {exc}", file=sys.stderr)
         return 2
     except BrokenPipeError:
@@ -288,4 +326,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -5,6 +5,7 @@ mosquitto (Debian package)."""
 from __future__ import annotations
 
 import itertools
+import logging
 import random
 import shutil
 import time
@@ -12,33 +13,40 @@ from pathlib import Path
 
 import msgspec
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from gateway.brokers import LocalMosquitto, free_port
 from gateway.config import GatewayConfig, Routing, SinkSpec
-from gateway.fleet import make_devices, stream
-from gateway.policy.loader import load_dir
+from gateway.fleet import Device, make_devices, stream
+from gateway.policy.loader import LoadedPolicy, load_dir
 from gateway.policy.model import REGIONS
 from gateway.service import Gateway
 from gateway.sinks.file.config import FileSinkConfig
 from gateway.sources.mqtt.config import MqttSourceConfig
 
 
-def _registry(path: Path, device_ids: list[str]) -> None:
-    # Spread the fleet over regions, some of which a product's policy will not name: those
-    # records are held, never sent.
+def _registry(path: Path, devices: list[Device], policies: dict[str, LoadedPolicy]) -> None:
+    # Most devices sit in a region their product's policy names; one in five is in a region
+    # it does not name: those records are held, never sent.
     rng = random.Random(3)
-    regions = sorted(REGIONS)
-    lines = ["[devices]"] + [f'"{d}" = "{rng.choice(regions)}"' for d in device_ids]
+    lines = ["[devices]"]
+    for dev in devices:
+        named = sorted(r.id for r in policies[dev.product].policy.regions)
+        other = sorted(REGIONS - set(named))
+        region = rng.choice(named) if named and rng.random() < 0.8 else rng.choice(other)
+        lines.append(f'"{dev.id}" = "{region}"')
     path.write_text("\n".join(lines) + "\n")
 
 
 def run_demo(duration: float, rate: float, out: Path) -> int:
+    # The live summary is the demo's output; per-event log lines would drown it.
+    logging.getLogger("gateway").setLevel(logging.WARNING)
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir(parents=True)
     broker = LocalMosquitto().start()
     policies = load_dir()
     devices = make_devices(policies, per_product=4)
-    _registry(out / "registry.toml", [d.id for d in devices])
+    _registry(out / "registry.toml", devices, policies)
     config = GatewayConfig(
         source=MqttSourceConfig(port=broker.port, client_id="gateway-demo"),
         state_dir=str(out / "state"),
@@ -48,21 +56,32 @@ def run_demo(duration: float, rate: float, out: Path) -> int:
     )
     gw = Gateway(config)
     gw.start()
-    pub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="demo-fleet",
-                      protocol=mqtt.MQTTv5)
+    pub = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="demo-fleet", protocol=MQTTProtocolVersion.MQTTv5
+    )
     pub.max_queued_messages_set(0)
     pub.connect("127.0.0.1", broker.port)
     pub.loop_start()
-    print(f"demo: broker on 127.0.0.1:{broker.port}, {len(devices)} devices of "
-          f"{len(policies)} products, metrics on http://{config.metrics_listen}/metrics")
+    print(
+        f"demo: broker on 127.0.0.1:{broker.port}, {len(devices)} devices of "
+        f"{len(policies)} products, metrics on http://{config.metrics_listen}/metrics"
+    )
     try:
         # A few devices grant their optional toggles, one withdraws consent entirely.
         for dev in devices[::5]:
             toggles = {t.name: True for t in policies[dev.product].policy.toggles}
-            pub.publish(f"miot/{dev.product}/{dev.id}/consent",
-                        msgspec.json.encode({"toggles": toggles}), qos=1, retain=True)
-        pub.publish(f"miot/{devices[1].product}/{devices[1].id}/consent",
-                    '{"withdrawn": true}', qos=1, retain=True)
+            pub.publish(
+                f"miot/{dev.product}/{dev.id}/consent",
+                msgspec.json.encode({"toggles": toggles}),
+                qos=1,
+                retain=True,
+            )
+        pub.publish(
+            f"miot/{devices[1].product}/{devices[1].id}/consent",
+            '{"withdrawn": true}',
+            qos=1,
+            retain=True,
+        )
         start = time.monotonic()
         sent = 0
         next_report = start + 1
@@ -102,8 +121,10 @@ def _summary(gw: Gateway, sent: int, final: bool) -> None:
         per.setdefault(product, {}).setdefault(outcome, 0)
         per[product][outcome] += n
     received = sum(ev.received.values())
-    parts = [f"{p}: " + ", ".join(f"{o} {n}" for o, n in sorted(c.items()))
-             for p, c in sorted(per.items())]
+    parts = [
+        f"{p}: " + ", ".join(f"{o} {n}" for o, n in sorted(c.items()))
+        for p, c in sorted(per.items())
+    ]
     head = "final" if final else "live"
     print(f"[{head}] sent {sent}, received {received} | " + " | ".join(parts), flush=True)
     if final:
@@ -111,5 +132,4 @@ def _summary(gw: Gateway, sent: int, final: bool) -> None:
         for (_p, _k, reason), n in ev.rejected.items():
             reasons[reason] = reasons.get(reason, 0) + n
         undeclared = sum(ev.undeclared.values())
-        print(f"  rejected by reason: {reasons or 'none'}; undeclared fields dropped: "
-              f"{undeclared}")
+        print(f"  rejected by reason: {reasons or 'none'}; undeclared fields dropped: {undeclared}")

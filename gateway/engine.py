@@ -7,11 +7,11 @@ Fail closed: any doubt is a Rejection, and nothing of a rejected message is forw
 
 from __future__ import annotations
 
-from hashlib import blake2b
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from hashlib import blake2b
 from typing import Any, Protocol
 
 import msgspec
@@ -52,12 +52,12 @@ class Product:
     declared_paths: dict[str, frozenset[str]]
 
 
-def compile_products(
-    policies: Mapping[str, LoadedPolicy], keys: KeyRing
-) -> dict[str, Product]:
+def compile_products(policies: Mapping[str, LoadedPolicy], keys: KeyRing) -> dict[str, Product]:
     out: dict[str, Product] = {}
     for pid, lp in policies.items():
-        plans = {k: compile_kind(pid, k, rule) for k, rule in lp.policy.kinds.items()}
+        plans: dict[str, Plan] = {
+            k: compile_kind(pid, k, rule) for k, rule in lp.policy.kinds.items()
+        }
         out[pid] = Product(
             lp,
             plans,
@@ -137,7 +137,9 @@ class Engine:
         self._apply(plan.root, typed, product.pseudo, state, data)
         region = self.router.region(device, topic_region)
         record = Record(
-            id=blake2b(topic.encode() + b"\x00" + payload, key=self._id_key, digest_size=16).hexdigest(),
+            id=blake2b(
+                topic.encode() + b"\x00" + payload, key=self._id_key, digest_size=16
+            ).hexdigest(),
             product=pid,
             kind=kind,
             device=product.pseudo.pseudonym("device.id", device),
@@ -237,9 +239,11 @@ def _redact_value(v: Any) -> tuple[Any, bool]:
         items = []
         for x in v:
             if isinstance(x, str):
-                x, h = redact(x)
+                clean, h = redact(x)
                 hit |= h
-            items.append(x)
+                items.append(clean)
+            else:
+                items.append(x)
         return items, hit
     return v, False
 

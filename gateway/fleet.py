@@ -36,8 +36,9 @@ def _mac(rng: random.Random) -> str:
     return ":".join(f"{rng.randrange(256):02X}" for _ in range(6))
 
 
-def make_devices(products: Mapping[str, LoadedPolicy], per_product: int,
-                 seed: int = 7) -> list[Device]:
+def make_devices(
+    products: Mapping[str, LoadedPolicy], per_product: int, seed: int = 7
+) -> list[Device]:
     rng = random.Random(seed)
     out = []
     for pid in sorted(products):
@@ -51,7 +52,8 @@ def make_devices(products: Mapping[str, LoadedPolicy], per_product: int,
                     token=f"{rng.getrandbits(128):032x}",
                     ssid=f"home-{rng.randrange(10**4)}",
                     bssid=_mac(rng),
-                    ip=rng.choice(_PUBLIC_IPS) if rng.random() < 0.3
+                    ip=rng.choice(_PUBLIC_IPS)
+                    if rng.random() < 0.3
                     else f"192.168.{rng.randrange(256)}.{rng.randrange(1, 255)}",
                 )
             )
@@ -85,7 +87,10 @@ def _value(f: Field, dev: Device, rule: KindRule, rng: random.Random) -> Any:
     if cat == "location.precise":
         return round(rng.uniform(-60, 60), 6)
     if f.text:
-        return rng.choice(["filter needs replacing", "wifi reconnect", f"owner {dev.id}@mail.example"])
+        text = rng.choice(
+            ["filter needs replacing", "wifi reconnect", f"owner {dev.id}@mail.example"]
+        )
+        return [text] if typ == "scalars" else text
     if typ == "int":
         return rng.randrange(0, 10**6)
     if typ == "float":
@@ -114,8 +119,9 @@ def _put(doc: dict[str, Any], path: str, value: Any) -> None:
 def message(dev: Device, kind: str, rule: KindRule, rng: random.Random) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     for f in rule.fields:
-        # Real payloads vary: now and then a declared field or block is missing.
-        if rng.random() < 0.05:
+        # Real payloads vary: now and then a declared field or block is missing (never the
+        # RPC method, without which a device's message is meaningless).
+        if f.path != "method" and rng.random() < 0.05:
             continue
         _put(doc, f.path, _value(f, dev, rule, rng))
     if kind == "info":
@@ -127,7 +133,9 @@ def message(dev: Device, kind: str, rule: KindRule, rng: random.Random) -> dict[
 
 
 def stream(
-    products: Mapping[str, LoadedPolicy], devices: list[Device], seed: int = 11,
+    products: Mapping[str, LoadedPolicy],
+    devices: list[Device],
+    seed: int = 11,
     prefix: str = "miot",
 ) -> Iterator[tuple[str, bytes]]:
     """Endless (topic, payload) pairs, round-robin over devices and their declared kinds."""
@@ -137,5 +145,5 @@ def stream(
         for dev in devices:
             kinds = products[dev.product].policy.kinds
             kind = rng.choice(sorted(kinds))
-            doc = message(dev, kind, kinds[kind], rng)  # type: ignore[index]
+            doc = message(dev, kind, kinds[kind], rng)
             yield f"{prefix}/{dev.product}/{dev.id}/{kind}", enc.encode(doc)

@@ -13,7 +13,7 @@ import logging
 import re
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily
@@ -26,7 +26,9 @@ OTHER = "_other"
 # Undeclared keys are attacker-chosen: only short identifier-shaped names become labels, and
 # only this many per product+kind; the rest are counted as `_other`.
 MAX_UNDECLARED_NAMES = 64
-_SAFE_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,39}(\[\])?(\.[A-Za-z_][A-Za-z0-9_]{0,39}(\[\])?)*$")
+_SAFE_NAME = re.compile(
+    r"^[A-Za-z_][A-Za-z0-9_]{0,39}(\[\])?(\.[A-Za-z_][A-Za-z0-9_]{0,39}(\[\])?)*$"
+)
 
 
 class _RateLimitedLog:
@@ -59,12 +61,16 @@ class Events:
         self.registry.register(_HotCollector(self))
         r = self.registry
         self.sink_records = Counter(
-            "gateway_sink_records", "Records handed to sinks", ["sink", "region", "outcome"],
+            "gateway_sink_records",
+            "Records handed to sinks",
+            ["sink", "region", "outcome"],
             registry=r,
         )
         self.sink_latency = Histogram(
-            "gateway_sink_latency_seconds", "Time for a sink to commit a batch",
-            ["sink", "region"], registry=r,
+            "gateway_sink_latency_seconds",
+            "Time for a sink to commit a batch",
+            ["sink", "region"],
+            registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
         self.spool_records = Gauge(
@@ -74,17 +80,18 @@ class Events:
             "gateway_spool_bytes", "Bytes on disk in the spool", ["sink"], registry=r
         )
         self.inflight = Gauge(
-            "gateway_inflight_messages", "Messages received and not yet acknowledged",
+            "gateway_inflight_messages",
+            "Messages received and not yet acknowledged",
             registry=r,
         )
         self.inflight_limit = Gauge(
             "gateway_inflight_limit", "Bound of the in-flight window", registry=r
         )
-        self.reloads = Counter(
-            "gateway_policy_reloads", "Policy reloads", ["outcome"], registry=r
-        )
+        self.reloads = Counter("gateway_policy_reloads", "Policy reloads", ["outcome"], registry=r)
         self.policy_info = Gauge(
-            "gateway_policy_info", "Loaded policy per product", ["product", "policy_hash"],
+            "gateway_policy_info",
+            "Loaded policy per product",
+            ["product", "policy_hash"],
             registry=r,
         )
         self.withdrawals = Counter(
@@ -108,7 +115,10 @@ class Events:
         if self._ratelog.allow(reason):
             log.info(
                 "message rejected product=%s kind=%s reason=%s field=%s",
-                product, kind, reason, field or "-",
+                product,
+                kind,
+                reason,
+                field or "-",
             )
 
     def message_outcome(self, product: str, kind: str, outcome: str) -> None:
@@ -116,7 +126,8 @@ class Events:
         if outcome == "held" and self._ratelog.allow("held"):
             log.warning(
                 "record held: device region is not named by the policy product=%s kind=%s",
-                product, kind,
+                product,
+                kind,
             )
 
     def undeclared_field(self, product: str, kind: str, path: str) -> None:
@@ -126,8 +137,9 @@ class Events:
                 path = OTHER
             else:
                 names.add(path)
-                log.info("undeclared field dropped product=%s kind=%s field=%s",
-                         product, kind, path)
+                log.info(
+                    "undeclared field dropped product=%s kind=%s field=%s", product, kind, path
+                )
         self.undeclared[product, kind, path] += 1
 
     # -- sinks, spool, source ---------------------------------------------------------------
@@ -139,8 +151,7 @@ class Events:
     def sink_failed(self, sink: str, region: str, n: int, error: str) -> None:
         self.sink_records.labels(sink, region, "failed").inc(n)
         if self._ratelog.allow(f"sink:{sink}:{region}"):
-            log.warning("sink failed sink=%s region=%s records=%d error=%s",
-                        sink, region, n, error)
+            log.warning("sink failed sink=%s region=%s records=%d error=%s", sink, region, n, error)
 
     def records_spooled(self, sink: str, region: str, n: int) -> None:
         self.sink_records.labels(sink, region, "spooled").inc(n)
@@ -189,20 +200,43 @@ class _HotCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily]:
         ev = self.ev
-        specs: list[tuple[str, str, list[str], dict[tuple[str, ...], int]]] = [
-            ("gateway_messages_received", "Messages received", ["product", "kind"],
-             dict(ev.received)),
-            ("gateway_messages", "Messages by outcome", ["product", "kind", "outcome"],
-             dict(ev.outcomes)),
-            ("gateway_messages_rejected", "Messages rejected", ["product", "kind", "reason"],
-             dict(ev.rejected)),
-            ("gateway_fields", "Declared fields by applied action",
-             ["product", "kind", "field", "action"], dict(ev.fields)),
-            ("gateway_undeclared_fields", "Undeclared fields dropped",
-             ["product", "kind", "field"], dict(ev.undeclared)),
-        ]
-        for name, doc, labels, values in specs:
-            fam = CounterMetricFamily(name, doc, labels=labels)
-            for key, n in values.items():
-                fam.add_metric(list(key), n)
-            yield fam
+        # list(d.items()) snapshots in one C call: the worker thread keeps counting meanwhile.
+        yield _family(
+            "gateway_messages_received",
+            "Messages received",
+            ["product", "kind"],
+            list(ev.received.items()),
+        )
+        yield _family(
+            "gateway_messages",
+            "Messages by outcome",
+            ["product", "kind", "outcome"],
+            list(ev.outcomes.items()),
+        )
+        yield _family(
+            "gateway_messages_rejected",
+            "Messages rejected",
+            ["product", "kind", "reason"],
+            list(ev.rejected.items()),
+        )
+        yield _family(
+            "gateway_fields",
+            "Declared fields by applied action",
+            ["product", "kind", "field", "action"],
+            list(ev.fields.items()),
+        )
+        yield _family(
+            "gateway_undeclared_fields",
+            "Undeclared fields dropped",
+            ["product", "kind", "field"],
+            list(ev.undeclared.items()),
+        )
+
+
+def _family(
+    name: str, doc: str, labels: list[str], items: Iterable[tuple[tuple[str, ...], int]]
+) -> CounterMetricFamily:
+    fam = CounterMetricFamily(name, doc, labels=labels)
+    for key, n in items:
+        fam.add_metric(list(key), n)
+    return fam

@@ -40,9 +40,12 @@ from gateway.transforms.pseudonymize import KeyRing, load_or_create_master
 log = logging.getLogger("gateway.service")
 
 
-def _make_sink(spec: SinkSpec, region: str) -> Sink:
+def _make_sink(spec: SinkSpec, region: str, worker: int | None) -> Sink:
     if spec.type == "file" and spec.file is not None:
-        return FileSink(spec.file, region)
+        if worker is None:
+            return FileSink(spec.file, region)
+        # Several processes never append to one file: each worker has its own tree.
+        return FileSink(FileSinkConfig(f"{spec.file.dir}/worker-{worker}", spec.file.fsync), region)
     if spec.type == "mqtt" and spec.mqtt is not None:
         from gateway.sinks.mqtt.sink import MqttSink
 
@@ -57,9 +60,17 @@ def _make_sink(spec: SinkSpec, region: str) -> Sink:
 class Gateway:
     """One worker: a source, an engine, one spooled sink per region, a metrics endpoint."""
 
-    def __init__(self, config: GatewayConfig, worker: int = 0, shadow: bool | None = None):
+    def __init__(
+        self,
+        config: GatewayConfig,
+        worker: int = 0,
+        shadow: bool | None = None,
+        *,
+        one_of_many: bool = False,
+    ) -> None:
         self.config = config
         self.worker = worker
+        self.one_of_many = one_of_many
         self.shadow = config.shadow if shadow is None else shadow
         state = Path(config.state_dir)
         self.state = state / f"worker-{worker}"
@@ -102,7 +113,8 @@ class Gateway:
                 self.keys.derive(f"spool/{name}"),
                 self.config.spool.max_bytes,
             )
-            s = SpooledSink(_make_sink(spec, region), spool, self.config.spool.retry_s)
+            sink = _make_sink(spec, region, self.worker if self.one_of_many else None)
+            s = SpooledSink(sink, spool, self.config.spool.retry_s)
             s.open()
             self.sinks[region] = s
         return s
@@ -192,15 +204,13 @@ class Gateway:
                     OutRecord(out.id, out.product, out.kind, out.region, encode(out))
                 )
             elif isinstance(out, Held):
-                r = out.record
+                rec = out.record
                 if not self.shadow:
-                    held.append(OutRecord(r.id, r.product, r.kind, "held", encode(r)))
+                    held.append(OutRecord(rec.id, rec.product, rec.kind, "held", encode(rec)))
         for region, records in by_region.items():
             sink = self.sink(region)
             if sink is None:  # no sink configured for a region the policy allows: hold
-                held.extend(
-                    OutRecord(r.msg_id, r.product, r.kind, "held", r.body) for r in records
-                )
+                held.extend(OutRecord(r.msg_id, r.product, r.kind, "held", r.body) for r in records)
                 continue
             self._commit(sink, records)
             for r in records:
@@ -265,8 +275,8 @@ class Gateway:
             self._http()
 
 
-def run_worker(config: GatewayConfig, worker: int, shadow: bool) -> int:
-    gw = Gateway(config, worker, shadow)
+def run_worker(config: GatewayConfig, worker: int, shadow: bool, one_of_many: bool) -> int:
+    gw = Gateway(config, worker, shadow, one_of_many=one_of_many)
     done = threading.Event()
 
     def on_term(signum: int, frame: FrameType | None) -> None:
@@ -281,8 +291,11 @@ def run_worker(config: GatewayConfig, worker: int, shadow: bool) -> int:
     gw.start()
     log.info(
         "gateway worker %d running%s: %d policies, metrics on %s (+%d)",
-        worker, " in shadow mode" if gw.shadow else "", len(gw.engine.products),
-        config.metrics_listen, worker,
+        worker,
+        " in shadow mode" if gw.shadow else "",
+        len(gw.engine.products),
+        config.metrics_listen,
+        worker,
     )
     while not done.wait(0.5):
         if not gw.healthy():
@@ -293,13 +306,14 @@ def run_worker(config: GatewayConfig, worker: int, shadow: bool) -> int:
     return 0
 
 
-def run_from_config(path: Path | None, workers: int | None, shadow: bool,
-                    worker_index: int | None = None) -> int:
+def run_from_config(
+    path: Path | None, workers: int | None, shadow: bool, worker_index: int | None = None
+) -> int:
     config = load_config(path)
     n = workers or config.workers
     shadow = shadow or config.shadow
     if worker_index is not None or n == 1:
-        return run_worker(config, worker_index or 0, shadow)
+        return run_worker(config, worker_index or 0, shadow, one_of_many=worker_index is not None)
     # Several processes, one per core: each joins the same shared subscription group.
     load_or_create_master(Path(config.state_dir) / "master.key")
     cmd = [sys.executable, "-m", "gateway", "run"]
@@ -308,8 +322,7 @@ def run_from_config(path: Path | None, workers: int | None, shadow: bool,
     if shadow:
         cmd.append("--shadow")
     children = [
-        subprocess.Popen([*cmd, "--worker-index", str(i)], env=os.environ.copy())
-        for i in range(n)
+        subprocess.Popen([*cmd, "--worker-index", str(i)], env=os.environ.copy()) for i in range(n)
     ]
 
     def forward(signum: int, frame: FrameType | None) -> None:

@@ -4,8 +4,10 @@ nothing accepted is lost across a gateway kill -9, a sink outage or a broker res
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -16,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import nats
 import paho.mqtt.client as mqtt
 import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from gateway.config import GatewayConfig, Processing, Routing, SinkSpec, SpoolConfig
 from gateway.fleet import make_devices, message
@@ -62,8 +66,9 @@ def config(tmp_path: Path, port: int, **kw: Any) -> GatewayConfig:
 class Publisher:
     def __init__(self, port: int) -> None:
         self.client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2, client_id=f"pub-{free_port()}",
-            protocol=mqtt.MQTTv5,
+            CallbackAPIVersion.VERSION2,
+            client_id=f"pub-{free_port()}",
+            protocol=MQTTProtocolVersion.MQTTv5,
         )
         self.client.max_queued_messages_set(0)
         self.client.connect("127.0.0.1", port)
@@ -117,7 +122,9 @@ def leaf_paths(doc: dict[str, Any], prefix: str = "") -> set[str]:
 
 
 def test_fleet_of_five_products_lands_in_its_regions(
-    tmp_path: Path, mosquitto: Mosquitto, publisher: Publisher,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    publisher: Publisher,
     gateway_factory: Callable[[GatewayConfig], Gateway],
 ) -> None:
     policies = load_dir()
@@ -129,19 +136,18 @@ def test_fleet_of_five_products_lands_in_its_regions(
     for i, dev in enumerate(devices):
         named = [r.id for r in policies[dev.product].policy.regions]
         regions[dev.id] = named[-1] if (i % 2 == 0 and named) else "fr"
-    registry.write_text(
-        "[devices]\n" + "".join(f'"{d}" = "{r}"\n' for d, r in regions.items())
-    )
+    registry.write_text("[devices]\n" + "".join(f'"{d}" = "{r}"\n' for d, r in regions.items()))
     gw = gateway_factory(config(tmp_path, mosquitto.port, routing=Routing(registry=str(registry))))
-    import random
-
     rng = random.Random(1)
     sent: list[tuple[str, str, dict[str, Any]]] = []
     for dev in devices:
         # Every device turns its toggles on, so consent-gated fields are exercised too.
         toggles = {t.name: True for t in policies[dev.product].policy.toggles}
-        publisher.send(f"miot/{dev.product}/{dev.id}/consent",
-                       msgspec.json.encode({"toggles": toggles}), retain=True)
+        publisher.send(
+            f"miot/{dev.product}/{dev.id}/consent",
+            msgspec.json.encode({"toggles": toggles}),
+            retain=True,
+        )
     time.sleep(0.3)
     for dev in devices:
         for kind, rule in policies[dev.product].policy.kinds.items():
@@ -158,7 +164,8 @@ def test_fleet_of_five_products_lands_in_its_regions(
     }
     raw = b"".join(
         (sinks / r / "records.jsonl").read_bytes()
-        for r in out if (sinks / r / "records.jsonl").exists()
+        for r in out
+        if (sinks / r / "records.jsonl").exists()
     )
     for dev in devices:
         # No raw identifier or secret of any device appears in any sink.
@@ -167,8 +174,8 @@ def test_fleet_of_five_products_lands_in_its_regions(
     for region, recs in out.items():
         for rec in recs:
             assert rec["region"] == region
-            named = {r.id for r in policies[rec["product"]].policy.regions}
-            assert region in named, f"{rec['product']} written to {region}"
+            allowed_regions = {r.id for r in policies[rec["product"]].policy.regions}
+            assert region in allowed_regions, f"{rec['product']} written to {region}"
             rule = policies[rec["product"]].policy.kinds[rec["kind"]]
             allowed = {f.path for f in rule.fields if f.action != "drop"}
             assert leaf_paths(rec["data"]) <= allowed
@@ -183,15 +190,20 @@ def test_fleet_of_five_products_lands_in_its_regions(
 
 
 def test_metrics_health_and_shadow_mode(
-    tmp_path: Path, mosquitto: Mosquitto, publisher: Publisher,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    publisher: Publisher,
     gateway_factory: Callable[..., Gateway],
 ) -> None:
-    cfg = config(tmp_path, mosquitto.port, policies=str(TEST_POLICIES),
-                 routing=Routing(default_region="de"))
+    cfg = config(
+        tmp_path, mosquitto.port, policies=str(TEST_POLICIES), routing=Routing(default_region="de")
+    )
     gw = gateway_factory(cfg, shadow=True)
     for i in range(20):
-        publisher.send("miot/purifier/dev1/props",
-                       b'{"id":%d,"method":"props","params":{"power":"on"},"x":1}' % i)
+        publisher.send(
+            "miot/purifier/dev1/props",
+            b'{"id":%d,"method":"props","params":{"power":"on"},"x":1}' % i,
+        )
     publisher.send("miot/purifier/dev1/props", b'{"id":1,"id":2}')
     wait_for(lambda: sum(gw.events.received.values()) >= 21)
     time.sleep(0.3)
@@ -206,11 +218,14 @@ def test_metrics_health_and_shadow_mode(
 
 
 def test_consent_withdrawal_stops_forwarding_and_erases_everywhere(
-    tmp_path: Path, mosquitto: Mosquitto, publisher: Publisher,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    publisher: Publisher,
     gateway_factory: Callable[[GatewayConfig], Gateway],
 ) -> None:
-    cfg = config(tmp_path, mosquitto.port, policies=str(TEST_POLICIES),
-                 routing=Routing(default_region="de"))
+    cfg = config(
+        tmp_path, mosquitto.port, policies=str(TEST_POLICIES), routing=Routing(default_region="de")
+    )
     gw = gateway_factory(cfg)
     props = b'{"id":1,"method":"props","params":{"power":"on"}}'
     publisher.send("miot/purifier/dev9/props", props)
@@ -234,7 +249,8 @@ def test_consent_withdrawal_stops_forwarding_and_erases_everywhere(
 def _run_gateway(cfg_path: Path) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "gateway", "run", "--config", str(cfg_path)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
 
 
@@ -243,7 +259,7 @@ def _write_config(tmp_path: Path, port: int, extra: str = "") -> Path:
     path.write_text(
         f"""
 policies = "{TEST_POLICIES}"
-state_dir = "{tmp_path / 'state'}"
+state_dir = "{tmp_path / "state"}"
 metrics_listen = "127.0.0.1:{free_port()}"
 
 [source]
@@ -257,9 +273,12 @@ default_region = "de"
 batch_max = 100
 batch_wait_ms = 2
 
-{extra or f'''[[sinks]]
+{
+            extra
+            or f'''[[sinks]]
 type = "file"
-file = {{ dir = "{tmp_path / 'sinks'}" }}'''}
+file = {{ dir = "{tmp_path / 'sinks'}" }}'''
+        }
 """
     )
     return path
@@ -281,49 +300,65 @@ def test_kill_9_loses_nothing_accepted(
         for i in range(n):
             publisher.client.publish(
                 "miot/purifier/dev1/props",
-                b'{"id":%d,"method":"props","params":{"aqi":%d}}' % (i, i), qos=1,
+                b'{"id":%d,"method":"props","params":{"aqi":%d}}' % (i, i),
+                qos=1,
             )
             if i == n // 2:
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 proc = _run_gateway(cfg)
-        wait_for(lambda: _ids(records(tmp_path / "sinks", "de")) == set(range(n)), timeout=60,
-                 what="every message in the sink after kill -9")
+        wait_for(
+            lambda: _ids(records(tmp_path / "sinks", "de")) == set(range(n)),
+            timeout=60,
+            what="every message in the sink after kill -9",
+        )
     finally:
         proc.terminate()
         proc.wait(20)
 
 
 def test_sink_outage_spools_encrypted_then_drains_to_nats(
-    tmp_path: Path, mosquitto: Mosquitto, publisher: Publisher, nats_server: NatsServer,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    publisher: Publisher,
+    nats_server: NatsServer,
     gateway_factory: Callable[[GatewayConfig], Gateway],
 ) -> None:
     sinks = (SinkSpec(type="nats", nats=NatsSinkConfig(url=nats_server.url, timeout_s=1.0)),)
-    cfg = config(tmp_path, mosquitto.port, policies=str(TEST_POLICIES), sinks=sinks,
-                 routing=Routing(default_region="de"), spool=SpoolConfig(retry_s=0.2))
+    cfg = config(
+        tmp_path,
+        mosquitto.port,
+        policies=str(TEST_POLICIES),
+        sinks=sinks,
+        routing=Routing(default_region="de"),
+        spool=SpoolConfig(retry_s=0.2),
+    )
     gw = gateway_factory(cfg)
     publisher.send("miot/purifier/dev1/props", b'{"id":0,"method":"props"}')
     wait_for(lambda: gw.events.outcomes.get(("purifier", "props", "forwarded"), 0) == 1)
     nats_server.stop()
     for i in range(1, 201):
-        publisher.client.publish("miot/purifier/dev1/props",
-                                 b'{"id":%d,"method":"props"}' % i, qos=1)
-    wait_for(lambda: gw.events.outcomes.get(("purifier", "props", "forwarded"), 0) == 201,
-             timeout=60, what="all accepted while NATS is down")
+        publisher.client.publish(
+            "miot/purifier/dev1/props", b'{"id":%d,"method":"props"}' % i, qos=1
+        )
+    wait_for(
+        lambda: gw.events.outcomes.get(("purifier", "props", "forwarded"), 0) == 201,
+        timeout=60,
+        what="all accepted while NATS is down",
+    )
     spool_dir = tmp_path / "state" / "worker-0" / "spool"
     on_disk = b"".join(p.read_bytes() for p in spool_dir.rglob("*") if p.is_file())
     assert on_disk and b'"method"' not in on_disk  # spooled, and encrypted
     nats_server.start()
     count = _stream_count(nats_server.url)
-    wait_for(lambda: _stream_count(nats_server.url) == 201, timeout=60,
-             what=f"drain to NATS (had {count})")
+    wait_for(
+        lambda: _stream_count(nats_server.url) == 201,
+        timeout=60,
+        what=f"drain to NATS (had {count})",
+    )
 
 
 def _stream_count(url: str) -> int:
-    import asyncio
-
-    import nats
-
     async def count() -> int:
         nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
         try:
@@ -339,11 +374,13 @@ def _stream_count(url: str) -> int:
 
 
 def test_broker_restart_loses_nothing(
-    tmp_path: Path, mosquitto: Mosquitto,
+    tmp_path: Path,
+    mosquitto: Mosquitto,
     gateway_factory: Callable[[GatewayConfig], Gateway],
 ) -> None:
-    cfg = config(tmp_path, mosquitto.port, policies=str(TEST_POLICIES),
-                 routing=Routing(default_region="de"))
+    cfg = config(
+        tmp_path, mosquitto.port, policies=str(TEST_POLICIES), routing=Routing(default_region="de")
+    )
     gw = gateway_factory(cfg)
     pub = Publisher(mosquitto.port)
     for i in range(100):
@@ -356,8 +393,11 @@ def test_broker_restart_loses_nothing(
     for i in range(100, 200):
         pub.send("miot/purifier/dev1/props", b'{"id":%d,"method":"props"}' % i)
     pub.close()
-    wait_for(lambda: _ids(records(tmp_path / "sinks", "de")) == set(range(200)), timeout=60,
-             what="every message across a broker restart")
+    wait_for(
+        lambda: _ids(records(tmp_path / "sinks", "de")) == set(range(200)),
+        timeout=60,
+        what="every message across a broker restart",
+    )
 
 
 def test_sighup_reloads_policy_without_loss(
@@ -373,8 +413,7 @@ def test_sighup_reloads_policy_without_loss(
     try:
         wait_for(lambda: (tmp_path / "state" / "worker-0").exists())
         time.sleep(1.0)
-        publisher.send("miot/purifier/dev1/props",
-                       b'{"id":1,"method":"props","params":{"aqi":5}}')
+        publisher.send("miot/purifier/dev1/props", b'{"id":1,"method":"props","params":{"aqi":5}}')
         wait_for(lambda: len(records(tmp_path / "sinks", "de")) == 1)
         # The new policy no longer declares aqi.
         (pol_dir / "purifier.toml").write_text(
@@ -382,8 +421,7 @@ def test_sighup_reloads_policy_without_loss(
         )
         proc.send_signal(signal.SIGHUP)
         time.sleep(1.0)
-        publisher.send("miot/purifier/dev1/props",
-                       b'{"id":2,"method":"props","params":{"aqi":5}}')
+        publisher.send("miot/purifier/dev1/props", b'{"id":2,"method":"props","params":{"aqi":5}}')
         wait_for(lambda: len(records(tmp_path / "sinks", "de")) == 2)
         first, second = records(tmp_path / "sinks", "de")
         assert first["data"]["params"] == {"aqi": 5}
@@ -394,3 +432,38 @@ def test_sighup_reloads_policy_without_loss(
         proc.wait(20)
     assert proc.returncode == 0
     os.sync()
+
+
+def test_two_workers_split_the_shared_subscription(
+    tmp_path: Path, mosquitto: Mosquitto, publisher: Publisher
+) -> None:
+    cfg = _write_config(tmp_path, mosquitto.port)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(cfg), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    n = 1000
+    try:
+        wait_for(lambda: (tmp_path / "state" / "worker-1").exists())
+        time.sleep(1.5)
+        for i in range(n):
+            publisher.client.publish(
+                "miot/purifier/dev1/props", b'{"id":%d,"method":"props"}' % i, qos=1
+            )
+        sinks = tmp_path / "sinks"
+
+        def per_worker() -> list[set[int]]:
+            return [_ids(records(sinks / f"worker-{w}", "de")) for w in (0, 1)]
+
+        wait_for(
+            lambda: set().union(*per_worker()) == set(range(n)),
+            timeout=60,
+            what="every message across two workers",
+        )
+        a, b = per_worker()
+        assert a and b, "the broker should split the load between both workers"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+    assert proc.returncode == 0

@@ -323,7 +323,14 @@ def _product_section(lp: LoadedPolicy, s: Scrape) -> str:
             body.append(cells)
         totals = ["total", fmt(sum(pr.received.values()))]
         totals += [fmt(pr.outcome(o)) for o in OUTCOMES]
-        out.append(_table(("Kind", "Received", *OUTCOMES), body, numeric=range(1, 6), total=totals))
+        out.append(
+            _table(
+                ("Kind", "Received", *(o.capitalize() for o in OUTCOMES)),
+                body,
+                numeric=range(1, 6),
+                total=totals,
+            )
+        )
         chart_rows = [
             (k, [(o, pr.outcomes.get((k, o), 0.0)) for o in OUTCOMES])
             for k in kinds
@@ -620,10 +627,6 @@ def render(s: Scrape, policies: dict[str, LoadedPolicy], source: str, now: datet
         started = datetime.fromtimestamp(s.process_start, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         since = f"the gateway process started at {started} (counters restart with it)"
     dirs = sorted({str(lp.path.parent) for lp in policies.values()})
-    nav = "".join(
-        f"<li><a href='#{_anchor(p)}'>{_e(p)}</a> — {_e(policies[p].policy.name)}</li>"
-        for p in sorted(policies)
-    )
     head = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
         "<meta name='viewport' content='width=device-width, initial-scale=1'>"
@@ -647,7 +650,7 @@ def render(s: Scrape, policies: dict[str, LoadedPolicy], source: str, now: datet
         header,
         "<section id='summary'><h2>Summary</h2>",
         _summary(policies, s),
-        f"<nav><ul>{nav}</ul></nav></section>",
+        "</section>",
         *(_product_section(policies[p], s) for p in sorted(policies)),
         _others(policies, s),
         _sinks(policies, s),

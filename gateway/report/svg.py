@@ -24,7 +24,7 @@ WIDTH = 760
 ROW = 22
 BAR = 14
 TOP = 8
-CHAR = 6.6  # approximate advance of one 12 px sans-serif character
+CHAR = 7.3  # advance of one 12 px monospace character (labels are monospace)
 MAX_LABEL_CHARS = 38
 
 Segment = tuple[str, float]  # (series, value)

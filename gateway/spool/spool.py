@@ -129,6 +129,7 @@ class Spool:
         self._tail_fd: int | None = None
         self._tail_seq = 0  # segment the tail fd appends to
         self._lock_fd: int | None = None
+        self._broken = False
         self._open()
 
     # -- public API ------------------------------------------------------------------
@@ -182,11 +183,14 @@ class Spool:
                     index += 1
                     off = 0
                     continue
-                with _open_read(self.dir / seg.name) as fd:
-                    while len(out) < n and off < seg.size:
-                        rec, size = self._read_frame(fd, seg, off)
-                        out.append(rec)
-                        off += size
+                try:
+                    with _open_read(self.dir / seg.name) as fd:
+                        while len(out) < n and off < seg.size:
+                            rec, size = self._read_frame(fd, seg, off)
+                            out.append(rec)
+                            off += size
+                except OSError as exc:
+                    raise SpoolError(f"spool {seg.name}: read failed: {exc.strerror}") from None
         return out
 
     def commit(self, n: int) -> None:
@@ -200,22 +204,25 @@ class Spool:
             if n > available:
                 raise ValueError(f"commit({n}) but only {available} records are spooled")
             i, off, index, remaining = 0, self._head_off, self._head_index, n
-            while remaining:
-                seg = segs[i]
-                if off >= seg.size:
+            try:
+                while remaining:
+                    seg = segs[i]
+                    if off >= seg.size:
+                        i, off, index = i + 1, 0, 0
+                        continue
+                    with _open_read(self.dir / seg.name) as fd:
+                        while remaining and off < seg.size:
+                            off += self._frame_size(fd, seg, off)
+                            index += 1
+                            remaining -= 1
+                # A head at the end of a segment moves on to the next one; past the
+                # newest one the spool is empty and starts over in a fresh segment.
+                while i < len(segs) and off >= segs[i].size:
                     i, off, index = i + 1, 0, 0
-                    continue
-                with _open_read(self.dir / seg.name) as fd:
-                    while remaining and off < seg.size:
-                        off += self._frame_size(fd, seg, off)
-                        index += 1
-                        remaining -= 1
-            # A head at the end of a segment moves on to the next one; past the newest
-            # one the spool is empty and starts over in a fresh segment.
-            while i < len(segs) and off >= segs[i].size:
-                i, off, index = i + 1, 0, 0
-            seq = segs[i].seq if i < len(segs) else segs[-1].seq + 1
-            self._write_head(seq, off)
+                seq = segs[i].seq if i < len(segs) else segs[-1].seq + 1
+                self._write_head(seq, off)
+            except OSError as exc:
+                raise SpoolError(f"spool {self.dir}: commit failed: {exc.strerror}") from None
             dead, self._segments = segs[:i], segs[i:]
             self._head_seq, self._head_off, self._head_index = seq, off, index
             if any(seg.seq == self._tail_seq for seg in dead):
@@ -338,6 +345,8 @@ class Spool:
     def _check_open(self) -> None:
         if self._lock_fd is None:
             raise SpoolError(f"spool {self.dir} is closed")
+        if self._broken:
+            raise SpoolError(f"spool {self.dir} needs a reopen after a failed append")
 
     def _disk_bytes(self) -> int:
         return sum(s.size for s in self._segments)
@@ -404,6 +413,9 @@ class Spool:
                 else:
                     os.truncate(path, old_size)
             except OSError:
+                # The file now holds bytes our offsets do not know about; appending on
+                # would put frames at offsets their AAD does not name. Reopen recovers.
+                self._broken = True
                 log.error("spool: could not undo a failed append in %s", seg.name)
 
     def _close_tail(self) -> None:

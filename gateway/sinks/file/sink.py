@@ -114,7 +114,8 @@ class FileSink:
 
 
 def _open_append(path: Path) -> int:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+    # O_RDWR, not O_WRONLY: the torn-tail check reads the last bytes back.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     try:
         _repair_tail(fd, path)
     except BaseException:

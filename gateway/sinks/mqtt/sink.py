@@ -134,10 +134,12 @@ class MqttSink:
         # Backstops only: the writer's own window keeps both limits from ever being hit.
         client.max_inflight_messages_set(cfg.max_inflight)
         client.max_queued_messages_set(cfg.max_inflight)
-        if cfg.tls is not None:
-            client.tls_set(ca_certs=cfg.tls.ca, certfile=cfg.tls.cert, keyfile=cfg.tls.key)
         conn = _Conn(client)
         try:
+            # Inside the try: a certificate that is missing for a moment (rotation) must
+            # be an outage the caller can spool through, not a crash.
+            if cfg.tls is not None:
+                client.tls_set(ca_certs=cfg.tls.ca, certfile=cfg.tls.cert, keyfile=cfg.tls.key)
             # Clean start: a new connection never resumes messages we gave up on.
             client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
         except (OSError, ValueError) as exc:

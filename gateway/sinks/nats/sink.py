@@ -57,6 +57,7 @@ class NatsSink:
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._stream_ready = False
+        self._error_logged = False
 
     @property
     def connected(self) -> bool:
@@ -228,12 +229,16 @@ class NatsSink:
             await _close_quietly(nc)
 
     async def _on_error(self, exc: Exception) -> None:
-        log.warning("nats sink %s: connection error: %s", self.region, type(exc).__name__)
+        # nats-py retries every second while the server is away: one warning per outage.
+        level = logging.DEBUG if self._error_logged else logging.WARNING
+        self._error_logged = True
+        log.log(level, "nats sink %s: connection error: %s", self.region, type(exc).__name__)
 
     async def _on_disconnected(self) -> None:
         log.warning("nats sink %s: disconnected", self.region)
 
     async def _on_reconnected(self) -> None:
+        self._error_logged = False
         log.info("nats sink %s: reconnected", self.region)
 
 

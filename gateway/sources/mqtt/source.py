@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -47,9 +48,9 @@ class MqttSource:
         self.connected = threading.Event()
         self._on_connection = on_connection
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"{config.client_id}-{worker}",
-            protocol=mqtt.MQTTv5,
+            protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
         )
         c = self._client
@@ -79,7 +80,7 @@ class MqttSource:
         return self.topics.subscription("consent")
 
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.config.session_expiry_s
         props.ReceiveMaximum = self.config.receive_maximum
         self._client.connect_async(
@@ -132,4 +133,4 @@ class MqttSource:
             self._on_connection(False, str(reason))
 
     def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self.queue.put(Delivery(msg.topic, msg.payload, msg.mid, msg.qos))
+        self.queue.put(Delivery(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
