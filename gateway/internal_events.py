@@ -31,6 +31,14 @@ _SAFE_NAME = re.compile(
 )
 
 
+# A key that looks like a value (a hex id, a long number) is not shown as a label.
+_VALUE_LIKE = re.compile(r"(^|[._])([0-9A-Fa-f]{8,}|[^.]*\d{6,}[^.]*)($|[.\[])")
+
+
+def _label_safe(path: str) -> bool:
+    return _SAFE_NAME.match(path) is not None and _VALUE_LIKE.search(path) is None
+
+
 class _RateLimitedLog:
     """At most `burst` lines per key per minute: a flood of bad messages must not become a
     flood of log lines."""
@@ -88,6 +96,8 @@ class Events:
             "gateway_inflight_limit", "Bound of the in-flight window", registry=r
         )
         self.reloads = Counter("gateway_policy_reloads", "Policy reloads", ["outcome"], registry=r)
+        for outcome in ("ok", "error"):  # present at 0, so rate() and alerts see the first
+            self.reloads.labels(outcome)
         self.policy_info = Gauge(
             "gateway_policy_info",
             "Loaded policy per product",
@@ -133,7 +143,7 @@ class Events:
     def undeclared_field(self, product: str, kind: str, path: str) -> None:
         names = self._undeclared_names[product, kind]
         if path not in names:
-            if len(names) >= MAX_UNDECLARED_NAMES or not _SAFE_NAME.match(path):
+            if len(names) >= MAX_UNDECLARED_NAMES or not _label_safe(path):
                 path = OTHER
             else:
                 names.add(path)

@@ -210,7 +210,9 @@ class Gateway:
         for region, records in by_region.items():
             sink = self.sink(region)
             if sink is None:  # no sink configured for a region the policy allows: hold
-                held.extend(OutRecord(r.msg_id, r.product, r.kind, "held", r.body) for r in records)
+                for r in records:
+                    held.append(OutRecord(r.msg_id, r.product, r.kind, "held", r.body))
+                    self.events.message_outcome(r.product, r.kind, "held")
                 continue
             self._commit(sink, records)
             for r in records:

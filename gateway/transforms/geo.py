@@ -28,6 +28,8 @@ def coarse_ip(value: str) -> dict[str, str] | None:
     cc = iptocc.country_code(str(ip))
     if not cc:
         return None
+    if cc == "EU":  # registry blocks assigned to Europe as a whole: no country to give
+        return {"continent": "EU"}
     out = {"country": cc}
     cont = continent_of(cc)
     if cont:

@@ -18,8 +18,9 @@ class SourceTls(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 class MqttSourceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 1883
-    client_id: str = "privacy-gateway"  # the worker index is appended
-    group: str = "privacy-gateway"  # $share/<group>/...: workers split the load
+    # "" = "privacy-gateway-<hostname>": replicas sharing one config get distinct sessions.
+    client_id: str = ""  # the worker index is appended
+    group: str = "gateway"  # $share/<group>/...: processes in one group split the load
     topic_pattern: str = "miot/{product}/{device}/{kind}"
     keepalive_s: int = 30
     session_expiry_s: int = 3600  # persistent session: unacked messages wait for us

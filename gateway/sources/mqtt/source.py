@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import queue
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -49,7 +50,7 @@ class MqttSource:
         self._on_connection = on_connection
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=f"{config.client_id}-{worker}",
+            client_id=f"{config.client_id or 'privacy-gateway-' + socket.gethostname()}-{worker}",
             protocol=MQTTProtocolVersion.MQTTv5,
             manual_ack=True,
         )
