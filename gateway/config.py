@@ -14,6 +14,7 @@ from gateway.sinks.file.config import FileSinkConfig
 from gateway.sinks.mqtt.config import MqttSinkConfig
 from gateway.sinks.nats.config import NatsSinkConfig
 from gateway.sources.mqtt.config import MqttSourceConfig
+from gateway.spool.config import SpoolConfig
 
 
 class ConfigError(Exception):
@@ -43,11 +44,6 @@ class Routing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def __post_init__(self) -> None:
         if self.default_region is not None and self.default_region not in REGIONS:
             raise ValueError(f"routing.default_region must be one of {sorted(REGIONS)}")
-
-
-class SpoolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    max_bytes: int = 256 * 1024 * 1024
-    retry_s: float = 2.0
 
 
 class Processing(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -22,7 +22,7 @@ from gateway.decode.plan import Node, Plan, compile_kind
 from gateway.envelope import Held, Outcome, PolicyRef, Record, Rejection
 from gateway.internal_events import UNKNOWN, Events
 from gateway.policy.loader import LoadedPolicy
-from gateway.policy.model import KINDS
+from gateway.policy.model import KINDS, Field
 from gateway.route.router import Router
 from gateway.route.topics import TopicScheme
 from gateway.transforms.coarsen import coarsen_position
@@ -64,9 +64,20 @@ def compile_products(policies: Mapping[str, LoadedPolicy], keys: KeyRing) -> dic
             frozenset(r.id for r in lp.policy.regions),
             PolicyRef(pid, lp.hash),
             keys.for_product(pid),
-            {k: frozenset(f.path for f in r.fields) for k, r in lp.policy.kinds.items()},
+            {k: _declared_paths(r.fields) for k, r in lp.policy.kinds.items()},
         )
     return out
+
+
+def _declared_paths(fields: tuple[Field, ...]) -> frozenset[str]:
+    """Every declared path and every block above one (`ap`, `params.children`): the names a
+    type error may be reported at."""
+    out: set[str] = set()
+    for f in fields:
+        parts = f.path.split(".")
+        for i in range(1, len(parts) + 1):
+            out.add(".".join(parts[:i]).removesuffix("[]"))
+    return frozenset(out)
 
 
 class Engine:

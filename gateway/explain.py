@@ -9,6 +9,7 @@ from typing import Any
 from gateway.decode.limits import Bad, decode_object
 from gateway.decode.plan import Node, effective_action
 from gateway.engine import Engine
+from gateway.internal_events import label_safe
 from gateway.policy.loader import LoadedPolicy
 
 
@@ -35,8 +36,15 @@ def _walk(node: Node, obj: dict[str, Any], out: dict[str, str]) -> None:
             if leaf.field.consent:
                 action += f" (needs consent {leaf.field.consent})"
             out[node.prefix + leaf.name] = action
+    hidden = 0
     for key in obj.keys() - node.declared:
-        out[node.prefix + key] = "drop (undeclared)"
+        # A key can itself be a value (a map keyed by MAC): only name-shaped keys are shown.
+        if label_safe(node.prefix + key):
+            out[node.prefix + key] = "drop (undeclared)"
+        else:
+            hidden += 1
+    if hidden:
+        out[f"{node.prefix}<{hidden} undeclared keys not shown>"] = "drop (undeclared)"
     for sub in node.nodes:
         v = obj.get(sub.name)
         items = v if sub.is_list and type(v) is list else [v] if not sub.is_list else []

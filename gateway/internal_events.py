@@ -35,7 +35,7 @@ _SAFE_NAME = re.compile(
 _VALUE_LIKE = re.compile(r"(^|[._])([0-9A-Fa-f]{8,}|[^.]*\d{6,}[^.]*)($|[.\[])")
 
 
-def _label_safe(path: str) -> bool:
+def label_safe(path: str) -> bool:
     return _SAFE_NAME.match(path) is not None and _VALUE_LIKE.search(path) is None
 
 
@@ -143,7 +143,7 @@ class Events:
     def undeclared_field(self, product: str, kind: str, path: str) -> None:
         names = self._undeclared_names[product, kind]
         if path not in names:
-            if len(names) >= MAX_UNDECLARED_NAMES or not _label_safe(path):
+            if len(names) >= MAX_UNDECLARED_NAMES or not label_safe(path):
                 path = OTHER
             else:
                 names.add(path)

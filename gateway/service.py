@@ -112,6 +112,7 @@ class Gateway:
                 self.state / "spool" / name,
                 self.keys.derive(f"spool/{name}"),
                 self.config.spool.max_bytes,
+                self.config.spool.segment_bytes,
             )
             sink = _make_sink(spec, region, self.worker if self.one_of_many else None)
             s = SpooledSink(sink, spool, self.config.spool.retry_s)
@@ -138,7 +139,7 @@ class Gateway:
                 self.events.sink_committed(
                     sink.name, sink.region, len(batch), time.monotonic() - t0
                 )
-            self.events.spool_depth(sink.name, sink.spooled_records, sink.spooled_bytes)
+            self.events.spool_depth(sink.name, sink.spooled_records, sink.spool.disk_bytes)
             return
 
     # -- the loop ---------------------------------------------------------------------------

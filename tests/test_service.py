@@ -23,13 +23,14 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from gateway.config import GatewayConfig, Processing, Routing, SinkSpec, SpoolConfig
+from gateway.config import GatewayConfig, Processing, Routing, SinkSpec
 from gateway.fleet import make_devices, message
 from gateway.policy.loader import load_dir
 from gateway.service import Gateway
 from gateway.sinks.file.config import FileSinkConfig
 from gateway.sinks.nats.config import NatsSinkConfig
 from gateway.sources.mqtt.config import MqttSourceConfig
+from gateway.spool.config import SpoolConfig
 from tests.servers import Mosquitto, NatsServer, free_port
 
 TEST_POLICIES = Path(__file__).parent / "data" / "policies"

@@ -27,7 +27,14 @@ class Router:
         self.registry = dict(registry or {})
 
     def region(self, device: str, topic_region: str | None) -> str | None:
-        return self.registry.get(device) or topic_region or self.default
+        """None when undecidable: the record is then held, never sent."""
+        if device in self.registry:
+            return self.registry[device]
+        if topic_region:  # an empty segment says nothing
+            # A region captured from the topic is the device's word: an unknown one is not
+            # replaced by the default (that would move data where nobody said it belongs).
+            return topic_region if topic_region in REGIONS else None
+        return self.default
 
 
 def load_registry(path: Path) -> dict[str, str]:

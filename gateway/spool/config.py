@@ -8,10 +8,9 @@ from gateway.spool.spool import DEFAULT_SEGMENT_BYTES
 
 
 class SpoolConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    dir: str  # one directory per sink; never shared between sinks or processes
     max_bytes: int = 256 * 1024 * 1024  # bound on the segment files on disk
     segment_bytes: int = DEFAULT_SEGMENT_BYTES
-    retry_s: float = 5.0  # how often a down sink is retried while records are spooled
+    retry_s: float = 2.0  # how often a down sink is retried while records are spooled
 
     def __post_init__(self) -> None:
         if self.max_bytes <= 0 or self.segment_bytes <= 0:

@@ -13,6 +13,7 @@ At most ``window`` publishes are outstanding at once, where ``window`` is the sm
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import secrets
 import threading
@@ -109,8 +110,10 @@ class MqttSink:
 
     def erase(self, product: str, device: str, requested_at: float) -> None:
         body = erasure_body(product, device, requested_at)
+        # Deterministic id: a retried erasure request can be deduplicated like a record.
+        msg_id = hashlib.sha256(body).hexdigest()
         with self._lock:
-            self._publish_all([(f"{self._base}/erasure", body, "")])
+            self._publish_all([(f"{self._base}/erasure", body, msg_id)])
 
     # -- internals (self._lock held) -------------------------------------------------
 
