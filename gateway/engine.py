@@ -31,6 +31,7 @@ from gateway.transforms.pseudonymize import KeyRing, Pseudonymizer
 from gateway.transforms.redact import redact
 
 _MAX_DEVICE_ID = 128
+UNDECLARED_MEMO = 256
 _ERR_PATH = re.compile(r"at `\$\.?([^`]*)`")
 _INDEX = re.compile(r"\[\d+\]")
 _MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
@@ -168,8 +169,15 @@ class Engine:
     def _count_undeclared(self, node: Node, obj: dict[str, Any], pid: str, kind: str) -> None:
         extra = obj.keys() - node.declared
         if extra:
+            counts = self.events.undeclared
+            memo = node.undeclared
             for key in extra:
-                self.events.undeclared_field(pid, kind, node.prefix + key)
+                ck = memo.get(key)
+                if ck is None:
+                    ck = self.events.undeclared_key(pid, kind, node.prefix + key)
+                    if len(memo) < UNDECLARED_MEMO:  # keys are attacker-chosen: bounded
+                        memo[key] = ck
+                counts[ck] += 1
         for sub in node.nodes:
             v = obj.get(sub.name)
             if sub.is_list:

@@ -141,6 +141,10 @@ class Events:
             )
 
     def undeclared_field(self, product: str, kind: str, path: str) -> None:
+        self.undeclared[self.undeclared_key(product, kind, path)] += 1
+
+    def undeclared_key(self, product: str, kind: str, path: str) -> tuple[str, str, str]:
+        """The counter key an undeclared path is counted under (logged the first time)."""
         names = self._undeclared_names[product, kind]
         if path not in names:
             if len(names) >= MAX_UNDECLARED_NAMES or not label_safe(path):
@@ -150,7 +154,7 @@ class Events:
                 log.info(
                     "undeclared field dropped product=%s kind=%s field=%s", product, kind, path
                 )
-        self.undeclared[product, kind, path] += 1
+        return (product, kind, path)
 
     # -- sinks, spool, source ---------------------------------------------------------------
 

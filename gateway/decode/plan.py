@@ -65,6 +65,8 @@ class Node:
     nodes: list[Node] = field(default_factory=list)
     declared: frozenset[str] = frozenset()
     struct: type[msgspec.Struct] | None = None
+    # Undeclared key -> its counter key, so a fleet's recurring extras cost one dict lookup.
+    undeclared: dict[str, tuple[str, str, str]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
