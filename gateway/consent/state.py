@@ -7,11 +7,12 @@ field that requires one leaves only while the device's latest consent message tu
 
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 
 import msgspec
+
+from gateway.durable import replace_file
 
 
 class ConsentState(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -73,10 +74,5 @@ class ConsentStore:
         if self.path is None:
             return
         doc = {f"{p}/{d}": s for (p, d), s in self._states.items()}
-        tmp = self.path.with_suffix(".tmp")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as fh:
-            fh.write(msgspec.json.encode(doc))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, self.path)
+        replace_file(self.path, msgspec.json.encode(doc))

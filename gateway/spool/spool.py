@@ -41,6 +41,7 @@ import msgspec
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from gateway.durable import fsync_dir, replace_file, write_all
 from gateway.sinks.base import OutRecord
 
 __all__ = [
@@ -376,10 +377,10 @@ class Spool:
             for seg, is_new, frames in plan:
                 fd = self._tail_for(seg, is_new)
                 written.append((seg, is_new, seg.size))
-                _write_all(fd, b"".join(frames))
+                write_all(fd, b"".join(frames))
                 os.fsync(fd)
             if any(is_new for _, is_new, _ in plan):
-                _fsync_dir(self.dir)  # a new segment's directory entry must survive too
+                fsync_dir(self.dir)  # a new segment's directory entry must survive too
         except OSError as exc:
             self._undo(written)
             cls = SpoolFull if exc.errno == errno.ENOSPC else SpoolError
@@ -453,15 +454,7 @@ class Spool:
             ) from None
 
     def _write_head(self, seq: int, off: int) -> None:
-        tmp = self.dir / f"{HEAD_FILE}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            _write_all(fd, msgspec.json.encode(_Head(1, seq, off)))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.dir / HEAD_FILE)
-        _fsync_dir(self.dir)
+        replace_file(self.dir / HEAD_FILE, msgspec.json.encode(_Head(1, seq, off)))
 
 
 def _aad(segment_name: str, offset: int) -> bytes:
@@ -473,20 +466,5 @@ def _open_read(path: Path) -> Iterator[int]:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         yield fd
-    finally:
-        os.close(fd)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
     finally:
         os.close(fd)

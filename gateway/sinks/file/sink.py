@@ -13,6 +13,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.durable import fsync_dir, write_all
 from gateway.sinks.base import OutRecord, SinkError, check_batch, check_token, erasure_body
 from gateway.sinks.file.config import FileSinkConfig
 
@@ -77,7 +78,7 @@ class FileSink:
             self._records_fd = _open_append(self.records_path)
             self._erasure_fd = _open_append(self.erasure_path)
             # Make the (possibly new) directory entries durable too.
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         except OSError as exc:
             self._close_locked()
             raise SinkError(f"file sink {self.region}: cannot open: {exc.strerror}") from None
@@ -99,7 +100,7 @@ class FileSink:
         assert fd is not None
         start = os.fstat(fd).st_size
         try:
-            _write_all(fd, data)
+            write_all(fd, data)
             if self.config.fsync:
                 os.fsync(fd)
         except OSError as exc:
@@ -142,18 +143,3 @@ def _repair_tail(fd: int, path: Path) -> None:
     os.ftruncate(fd, keep)
     os.fsync(fd)
     log.warning("file sink: cut %d bytes of a torn last line in %s", size - keep, path.name)
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        n = os.write(fd, view)
-        view = view[n:]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
