@@ -8,8 +8,10 @@ unacknowledged message with the broker's persistent session, which redelivers it
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
+import queue
 import signal
 import subprocess
 import sys
@@ -120,49 +122,44 @@ class Gateway:
             self.sinks[region] = s
         return s
 
-    def _commit(self, sink: SpooledSink, batch: Sequence[OutRecord]) -> None:
-        """Block until the batch is durable in the sink or the spool. Back-pressure, not
-        loss: while both refuse, nothing is acknowledged and the broker's window fills."""
+    def _until_durable(self, sink: SpooledSink, n: int, op: Callable[[], None]) -> None:
+        """Retry `op` until the sink or its spool has it durably. Back-pressure, not loss:
+        while both refuse, nothing is acknowledged and the broker's in-flight window fills."""
         while True:
-            t0 = time.monotonic()
-            before = sink.spooled_records
             try:
-                sink.write(batch)
+                op()
+                return
             except SinkError as exc:
-                self.events.sink_failed(sink.name, sink.region, len(batch), type(exc).__name__)
+                self.events.sink_failed(sink.name, sink.region, n, type(exc).__name__)
                 if self._stop.wait(self.config.spool.retry_s):
                     raise
-                continue
-            if sink.spooled_records > before:
-                self.events.records_spooled(sink.name, sink.region, len(batch))
-            else:
-                self.events.sink_committed(
-                    sink.name, sink.region, len(batch), time.monotonic() - t0
-                )
-            self.events.spool_depth(sink.name, sink.spooled_records, sink.spool.disk_bytes)
-            return
+
+    def _commit(self, sink: SpooledSink, batch: Sequence[OutRecord]) -> None:
+        t0 = time.monotonic()
+        before = sink.spooled_records
+        self._until_durable(sink, len(batch), lambda: sink.write(batch))
+        if sink.spooled_records > before:
+            self.events.records_spooled(sink.name, sink.region, len(batch))
+        else:
+            self.events.sink_committed(sink.name, sink.region, len(batch), time.monotonic() - t0)
+        self.events.spool_depth(sink.name, sink.spooled_records, sink.spool.disk_bytes)
 
     # -- the loop ---------------------------------------------------------------------------
 
     def _take(self) -> list[Delivery]:
+        """The next batch: wait for one message, then up to batch_wait_ms for more."""
         q = self.source.queue
         try:
-            first = q.get(timeout=0.2)
-        except Exception:
+            batch = [q.get(timeout=0.2)]
+        except queue.Empty:
             return []
-        batch = [first]
         deadline = time.monotonic() + self.config.processing.batch_wait_ms / 1000
         while len(batch) < self.config.processing.batch_max:
+            left = deadline - time.monotonic()
             try:
-                batch.append(q.get_nowait())
-            except Exception:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                try:
-                    batch.append(q.get(timeout=left))
-                except Exception:
-                    break
+                batch.append(q.get(timeout=left) if left > 0 else q.get_nowait())
+            except queue.Empty:
+                break
         return batch
 
     def _consent(self, d: Delivery, product: str, device: str) -> None:
@@ -176,16 +173,21 @@ class Gateway:
         except ConsentError:
             self.events.message_rejected(product, "consent", "invalid_consent", None)
             return
-        prev = self.consent.set(product, device, state)
+        prev = self.consent.get(product, device)
         if state.withdrawn and not (prev and prev.withdrawn):
             self.events.consent_withdrawn(product)
             if self.worker == 0:  # every worker sees consent; one sends the erasure
+                # Erasure before the state is stored: a crash in between redelivers the
+                # withdrawal, which then still finds the device not yet withdrawn.
                 pseudonym = p.pseudo.pseudonym("device.id", device)
+                requested = time.time()
                 for region in sorted(p.regions):
                     sink = self.sink(region)
                     if sink is not None:
-                        sink.erase(product, pseudonym, time.time())
+                        erase = functools.partial(sink.erase, product, pseudonym, requested)
+                        self._until_durable(sink, 1, erase)
                         self.events.erasure_sent(sink.name, region)
+        self.consent.set(product, device, state)
 
     def process(self, batch: list[Delivery]) -> None:
         by_region: dict[str, list[OutRecord]] = defaultdict(list)
