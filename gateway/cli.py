@@ -226,6 +226,13 @@ def _add_engine_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _command(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], name: str, help: str
+) -> argparse.ArgumentParser:
+    # The one-line help doubles as the description `gateway <command> --help` shows.
+    return sub.add_parser(name, help=help, description=help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gateway",
@@ -234,14 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "check",
         help="lint policies: every forwarded field has purpose and citation; exit 1 on errors",
     )
     p.add_argument("dir", nargs="?", type=Path, help="policy directory (default: shipped)")
     p.set_defaults(func=cmd_check)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "enforce",
         help="replay captured messages (JSONL "
         '{"topic":..,"payload":..} on stdin) through the pipeline; one '
@@ -250,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine_args(p)
     p.set_defaults(func=cmd_enforce)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "explain",
         help="per-field decisions without values: of policies, or "
         "of captured messages with --input",
@@ -260,7 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input", type=Path, help="JSONL captures to explain ('-' for stdin)")
     p.set_defaults(func=cmd_explain)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "schemas",
         help="write JSON Schemas of the policy format and of every product's device messages",
     )
@@ -268,7 +279,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("schemas"))
     p.set_defaults(func=cmd_schemas)
 
-    p = sub.add_parser("run", help="run the gateway service (MQTT in, regional sinks out)")
+    p = _command(
+        sub,
+        "run",
+        help="run the gateway service (MQTT in, regional sinks out); SIGHUP reloads "
+        "the policies, SIGTERM stops after the current batch",
+    )
     p.add_argument("--config", type=Path, help="gateway.toml (default: embedded defaults)")
     p.add_argument(
         "--workers",
@@ -282,17 +298,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser(
+    p = _command(
+        sub,
         "demo",
-        help="embedded broker + simulated fleet of the five products "
-        "+ the gateway + file sinks, with a live summary",
+        help="a throwaway local mosquitto + a simulated fleet of the five products + the "
+        "gateway on its defaults with file sinks, with a live summary",
     )
     p.add_argument("--duration", type=float, default=10.0, help="seconds (default: 10)")
     p.add_argument("--rate", type=float, default=200.0, help="messages/s (default: 200)")
     p.add_argument("--out", type=Path, default=Path("out/demo"), help="sink directory")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("report", help="HTML compliance report per product from a metrics scrape")
+    p = _command(sub, "report", help="HTML compliance report per product from a metrics scrape")
     p.add_argument("--metrics", required=True, help="URL of /metrics or a file with its text")
     p.add_argument("--policies", type=Path)
     p.add_argument("--out", type=Path, default=Path("report.html"))
