@@ -182,8 +182,8 @@ class Events:
         self.connected.set(1 if up else 0)
         if up:
             log.info("mqtt source connected")
-        else:
-            log.warning("mqtt source disconnected %s", detail)
+        elif self._ratelog.allow("source-down"):
+            log.warning("mqtt source not connected: %s", detail)
 
     # -- control plane ----------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ import os
 import queue
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -69,6 +70,7 @@ class MqttSource:
         c.reconnect_delay_set(min_delay=1, max_delay=10)
         c.on_connect = self._connected
         c.on_disconnect = self._disconnected
+        c.on_connect_fail = self._connect_failed
         c.on_message = self._message
 
     # Filters: each data kind through the shared group (the broker splits the load between
@@ -129,9 +131,19 @@ class MqttSource:
         reason: ReasonCode,
         props: Properties | None,
     ) -> None:
+        was = self.connected.is_set()
         self.connected.clear()
         if self._on_connection:
-            self._on_connection(False, str(reason))
+            what = "disconnected" if was else "connection refused by the broker"
+            self._on_connection(False, f"{what}: {reason}")
+
+    def _connect_failed(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this from inside its `except OSError` while reconnecting: the error
+        # (refused, unreachable, certificate not verified) is only visible here.
+        exc = sys.exc_info()[1]
+        detail = f"{type(exc).__name__}: {exc}" if exc is not None else "unknown error"
+        if self._on_connection:
+            self._on_connection(False, f"connect failed: {detail}")
 
     def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         self.queue.put(Delivery(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
