@@ -45,6 +45,8 @@ class LocalMosquitto:
             f"user {pwd.getpwuid(os.getuid()).pw_name}\n"
             f"persistence true\npersistence_location {self.dir}/\n"
             "max_inflight_messages 0\nmax_queued_messages 1000000\n"
+            # Nagle + delayed ACKs stall PUBACK-only connections by up to 40 ms.
+            "set_tcp_nodelay true\n"
             "log_dest none\n"
         )
         self.conf = conf

@@ -23,7 +23,7 @@ class MqttSinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     tls: MqttTlsConfig | None = None
     qos: int = 1
     timeout_s: float = 10.0  # connect, and longest wait without any PUBACK progress
-    max_inflight: int = 1000  # QoS>0 publishes outstanding at once (capped by the broker)
+    max_inflight: int = 100  # QoS>0 publishes outstanding at once (capped by the broker)
     keepalive_s: int = 30
 
     def __post_init__(self) -> None:

@@ -13,7 +13,6 @@ At most ``window`` publishes are outstanding at once, where ``window`` is the sm
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import threading
@@ -23,8 +22,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from gateway.sinks.base import OutRecord, SinkError, check_batch, check_token, erasure_body
@@ -104,16 +101,14 @@ class MqttSink:
         if not batch:
             return
         check_batch(self.region, batch)
-        msgs = [(f"{self._base}/{r.product}/{r.kind}", r.body, r.msg_id) for r in batch]
+        msgs = [(f"{self._base}/{r.product}/{r.kind}", r.body) for r in batch]
         with self._lock:
             self._publish_all(msgs)
 
     def erase(self, product: str, device: str, requested_at: float) -> None:
         body = erasure_body(product, device, requested_at)
-        # Deterministic id: a retried erasure request can be deduplicated like a record.
-        msg_id = hashlib.sha256(body).hexdigest()
         with self._lock:
-            self._publish_all([(f"{self._base}/erasure", body, msg_id)])
+            self._publish_all([(f"{self._base}/erasure", body)])
 
     # -- internals (self._lock held) -------------------------------------------------
 
@@ -176,21 +171,18 @@ class MqttSink:
             log.debug("mqtt sink %s: disconnect during teardown failed", self.region)
         conn.client.loop_stop()
 
-    def _publish_all(self, msgs: Sequence[tuple[str, bytes, str]]) -> None:
+    def _publish_all(self, msgs: Sequence[tuple[str, bytes]]) -> None:
         conn = self._ensure_conn()
         qos = self.config.qos
         timeout = self.config.timeout_s
         outstanding: set[int] = set()
         deadline = time.monotonic() + timeout
-        for topic, body, msg_id in msgs:
+        for topic, body in msgs:
             deadline = self._wait(conn, outstanding, self._window - 1, deadline, timeout)
-            props: Properties | None = None
-            if msg_id:
-                # Lets a downstream consumer dedupe redeliveries (at-least-once).
-                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-                props.UserProperty = ("msg_id", msg_id)
+            # No msg_id user property: the record's own `id` is the dedupe key, and a paho
+            # Properties object per publish cost ~15% of the gateway's CPU (bench/RESULTS.md).
             try:
-                info = conn.client.publish(topic, body, qos=qos, properties=props)
+                info = conn.client.publish(topic, body, qos=qos)
             except (ValueError, OSError) as exc:
                 raise self._fail(f"publish failed: {type(exc).__name__}") from None
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
