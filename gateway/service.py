@@ -97,7 +97,6 @@ class Gateway:
         self._reload = threading.Event()
         self._stop = threading.Event()
         self._inflight = 0
-        self.ready = threading.Event()
         self.worker_thread: threading.Thread | None = None
         self._http: Callable[[], None] | None = None
 
@@ -237,13 +236,18 @@ class Gateway:
                 self.process(batch)
             except SinkError:
                 return  # stopping while a sink refuses: the broker keeps the messages
+            except Exception:
+                # Nothing of this batch was acknowledged: the broker redelivers it to the
+                # restarted process (run_worker exits non-zero when this thread ends).
+                log.exception("worker failed; exiting without acknowledging the batch")
+                return
             q = self.source.queue.qsize()
             self.events.inflight_window(q, self.config.source.receive_maximum)
 
     def reload(self) -> None:
         try:
             self.engine.reload(load_dir(self.policy_dir))
-        except (PolicyError, ValueError) as exc:
+        except PolicyError as exc:  # includes PlanError: keep the running policies
             self.events.policy_reload(False, str(exc))
             return
         self.events.policy_reload(True)
@@ -257,7 +261,6 @@ class Gateway:
         self.source.start()
         self.worker_thread = threading.Thread(target=self._loop, name="gateway-worker")
         self.worker_thread.start()
-        self.ready.set()
 
     def healthy(self) -> bool:
         return self.worker_thread is not None and self.worker_thread.is_alive()

@@ -468,3 +468,30 @@ def test_two_workers_split_the_shared_subscription(
         proc.terminate()
         proc.wait(20)
     assert proc.returncode == 0
+
+
+def test_a_broken_policy_on_reload_keeps_the_running_one(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    publisher: Publisher,
+    gateway_factory: Callable[[GatewayConfig], Gateway],
+) -> None:
+    pol_dir = tmp_path / "policies"
+    pol_dir.mkdir()
+    good = (TEST_POLICIES / "purifier.toml").read_text()
+    (pol_dir / "purifier.toml").write_text(good)
+    cfg = config(
+        tmp_path, mosquitto.port, policies=str(pol_dir), routing=Routing(default_region="de")
+    )
+    gw = gateway_factory(cfg)
+    # Two conflicting declarations: loads as TOML, fails to compile.
+    (pol_dir / "purifier.toml").write_text(
+        good.replace('path = "params.aqi"', 'path = "params.power.x"')
+    )
+    gw.request_reload()
+    publisher.send("miot/purifier/dev1/props", b'{"id":1,"method":"props","params":{"aqi":3}}')
+    wait_for(lambda: len(records(tmp_path / "sinks", "de")) == 1)
+    assert records(tmp_path / "sinks", "de")[0]["data"]["params"] == {"aqi": 3}
+    body = urllib.request.urlopen(f"http://{cfg.metrics_listen}/metrics", timeout=5).read()
+    assert b'gateway_policy_reloads_total{outcome="error"} 1.0' in body
+    assert gw.healthy()

@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from gateway.policy.loader import PolicyError
 from gateway.policy.model import COARSEN_ONLY, IDENTIFIERS, Field, KindRule
 
 Scalar = str | int | float | bool | None
@@ -26,7 +27,7 @@ _TYPES: dict[str, Any] = {
 }
 
 
-class PlanError(Exception):
+class PlanError(PolicyError):
     """The policy cannot be compiled (conflicting paths); names the path, never a value."""
 
 

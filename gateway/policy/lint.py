@@ -55,6 +55,8 @@ def lint(lp: LoadedPolicy) -> list[Finding]:
         cited(f"toggles.{t.name}", t.cite)
     for kind, rule in p.kinds.items():
         cited(f"kinds.{kind}", rule.cite)
+        if rule.methods and "method" not in {f.path for f in rule.fields}:
+            err(f"kinds.{kind}.methods", "a methods allowlist needs a declared `method` field")
         seen: set[str] = set()
         for f in rule.fields:
             where = f"kinds.{kind}.{f.path}"
