@@ -2,9 +2,9 @@
 
     .venv/bin/python bench/inproc.py [--messages 20000] [--reps 7] [--json] [--profile]
 
-One run, one generated payload set (realistic miIO info / props / event / command messages of
-the shipped products, with variants: blocks missing, `uid` as str or int, unknown extra
-fields, a few messages of kinds a product does not declare; 80% compact JSON, 20% with
+One run, one generated payload set (gateway/fleet.py: miIO info / props / event / command
+messages of the shipped products, with variants: blocks missing, `uid` as str or int, unknown
+extra fields, a few messages of kinds a product does not declare; 80% compact JSON, 20% with
 spaces), three contenders:
 
 a. ``msgspec``: ``msgspec.json`` decode + encode of each payload. No policy at all: the limit.
@@ -27,18 +27,17 @@ import cProfile
 import hashlib
 import hmac
 import io
+import itertools
 import json
 import logging
 import os
 import platform
 import pstats
-import random
 import statistics
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import msgspec
@@ -46,6 +45,7 @@ import msgspec
 from gateway.decode.plan import effective_action
 from gateway.engine import Engine
 from gateway.envelope import Held, Record, encode
+from gateway.fleet import make_devices, stream
 from gateway.policy.loader import LoadedPolicy, load_dir
 from gateway.policy.model import IDENTIFIERS
 from gateway.route.router import Router
@@ -57,185 +57,13 @@ Message = tuple[str, bytes]  # (topic, payload)
 
 # -- the payload set ----------------------------------------------------------------------------
 
-MODELS: dict[str, list[str]] = {
-    "mijia-camera": ["chuangmi.camera.ipc009", "chuangmi.camera.ipc019"],
-    "xiaofang-camera": ["isa.camera.isc5", "isa.camera.df3"],
-    "mi-tv-remote": ["xiaomi.tv.v1", "xiaomi.tvbox.v1"],
-    "smartmi": ["zhimi.airpurifier.ma4", "zhimi.humidifier.ca1"],
-    "mi-home": ["lumi.gateway.v3", "lumi.gateway.mgl03"],
-}
-KIND_WEIGHTS: dict[str, dict[str, int]] = {
-    "mijia-camera": {"info": 15, "props": 50, "event": 35},
-    "xiaofang-camera": {"info": 15, "props": 50, "event": 35},
-    "mi-tv-remote": {"info": 10, "props": 40, "event": 30, "command": 20},
-    "smartmi": {"info": 15, "props": 85},
-    "mi-home": {"info": 10, "props": 50, "event": 40},
-}
-PUBLIC_IPS = ["81.2.69.142", "202.108.22.5", "8.8.4.4", "193.99.144.80", "2001:4860::8888"]
-TV_KEYS = ["KEY_HOME", "KEY_BACK", "KEY_VOLUMEUP", "KEY_VOLUMEDOWN", "KEY_OK", "KEY_POWER"]
-HOME_EVENTS = ["event.motion", "event.no_motion", "event.open", "event.close", "event.click"]
 
-
-@dataclass(frozen=True, slots=True)
-class Device:
-    did: str
-    model: str
-    mac: str
-    uid: int
-    ssid: str
-    bssid: str
-    ip: str
-    token: str
-
-
-def _mac(rng: random.Random) -> str:
-    return ":".join(f"{rng.randrange(256):02X}" for _ in range(6))
-
-
-def make_fleet(rng: random.Random, per_product: int) -> dict[str, list[Device]]:
-    fleet: dict[str, list[Device]] = {}
-    for product, models in MODELS.items():
-        devices = []
-        for _ in range(per_product):
-            public = rng.random() < 0.15
-            devices.append(
-                Device(
-                    did=str(rng.randrange(10**8, 10**9)),
-                    model=rng.choice(models),
-                    mac=_mac(rng),
-                    uid=rng.randrange(10**9, 10**10),
-                    ssid=rng.choice(["Xiaomi_", "TP-LINK_", "FRITZ!Box ", "Home-"])
-                    + f"{rng.randrange(16**4):04X}",
-                    bssid=_mac(rng).lower(),
-                    ip=rng.choice(PUBLIC_IPS) if public else f"192.168.31.{rng.randrange(2, 254)}",
-                    token=f"{rng.getrandbits(128):032x}",
-                )
-            )
-        fleet[product] = devices
-    return fleet
-
-
-def info_payload(rng: random.Random, d: Device) -> dict[str, Any]:
-    msg: dict[str, Any] = {
-        "life": rng.randrange(60, 3_000_000),
-        "model": d.model,
-        "token": d.token,
-        "ipflag": 1,
-        "fw_ver": rng.choice(["3.5.8_0075", "4.1.6_1999", "1.4.1_0158"]),
-        "mcu_fw_ver": "0021",
-        "wifi_fw_ver": "SD878x-14.76.36.p84-702.1.0-WM",
-        "hw_ver": "MW300",
-        "mmfree": rng.randrange(20_000, 90_000),
-        "mac": d.mac,
-        "ap": {"ssid": d.ssid, "bssid": d.bssid, "rssi": rng.randrange(-90, -30), "primary": 6},
-        "netif": {"localIp": d.ip, "mask": "255.255.255.0", "gw": "192.168.31.1"},
-        "uid": str(d.uid) if rng.random() < 0.5 else d.uid,
-        "miio_ver": "0.0.9",
-        "miio_client_ver": "4.0.6",
-        "otu_stat": [101, 74, 5343, 0, 5327, 407],
-        "ot": "otu",
-    }
-    if rng.random() < 0.2:
-        del msg["ap"]
-    if rng.random() < 0.15:
-        del msg["netif"]
-    if rng.random() < 0.1:
-        del msg["uid"]
-    return msg
-
-
-def props_payload(rng: random.Random, product: str, n: int) -> dict[str, Any]:
-    on = rng.choice(["on", "off"])
-    params: dict[str, Any]
-    if product == "mijia-camera":
-        params = {
-            "power": on,
-            "sdcard_status": rng.randrange(0, 5),
-            "night_mode": rng.randrange(0, 3),
-            "flip": "off",
-            "wdr": "on",
-        }
-    elif product == "xiaofang-camera":
-        params = {"power": on, "motion_sensitivity": rng.randrange(0, 4), "light": "on"}
-    elif product == "mi-tv-remote":
-        params = {
-            "power": on,
-            "mute": rng.choice(["on", "off"]),
-            "audio_mode": rng.choice(["standard", "movie", "music"]),
-            "volume": rng.randrange(0, 101),
-        }
-    elif product == "smartmi":
-        params = {
-            "power": on,
-            "mode": rng.choice(["auto", "silent", "favorite"]),
-            "aqi": rng.randrange(0, 300),
-            "humidity": rng.randrange(20, 80),
-            "temp_dec": rng.randrange(150, 300),
-            "filter1_life": rng.randrange(0, 101),
-            "child_lock": "off",
-            "buzzer": "on",
-            "led_b": 0,
-        }
-    else:  # mi-home gateway
-        params = {"arming": rng.choice(["on", "off"]), "rgb": rng.randrange(0, 2**24)}
-        if rng.random() < 0.3:
-            params["illumination"] = rng.randrange(300, 1300)
-    if rng.random() < 0.3:  # firmware adds fields the policy does not know
-        params["debug_uptime"] = rng.randrange(10**6)
-    return {"id": n, "method": "props", "params": params}
-
-
-def event_payload(rng: random.Random, product: str, n: int) -> dict[str, Any]:
-    if product == "mi-tv-remote":
-        return {"id": n, "method": "event.key_press", "params": [rng.choice(TV_KEYS)]}
-    if product == "mi-home":
-        sid = f"lumi.158d000{rng.randrange(16**5):05x}"
-        return {"id": n, "method": rng.choice(HOME_EVENTS), "params": [sid], "sid": sid}
-    return {
-        "id": n,
-        "method": "event.motion",
-        "params": [int(NOW) + n, f"/sdcard/MIJIA_RECORD_VIDEO/{n:08d}.mp4"],
-    }
-
-
-def command_payload(rng: random.Random, n: int) -> dict[str, Any]:
-    method, params = rng.choice(
-        [
-            ("press_key", [rng.choice(TV_KEYS)]),
-            ("set_volume", [rng.randrange(0, 101)]),
-            ("set_audio_mode", [rng.choice(["standard", "movie"])]),
-        ]
-    )
-    return {"id": n, "method": method, "params": params}
-
-
-def make_messages(n: int, seed: int, devices_per_product: int = 200) -> list[Message]:
-    rng = random.Random(seed)
-    fleet = make_fleet(rng, devices_per_product)
-    products = list(MODELS)
-    out: list[Message] = []
-    for i in range(n):
-        product = rng.choice(products)
-        d = rng.choice(fleet[product])
-        weights = KIND_WEIGHTS[product]
-        kind = rng.choices(list(weights), weights=list(weights.values()))[0]
-        if rng.random() < 0.01:  # a kind the product does not declare
-            kind = "command" if "command" not in weights else "event"
-        if kind == "info":
-            payload = info_payload(rng, d)
-        elif kind == "props":
-            payload = props_payload(rng, product, i)
-        elif kind == "event":
-            payload = event_payload(rng, product, i)
-        else:
-            payload = command_payload(rng, i)
-        if rng.random() < 0.05:
-            payload["vendor_ext"] = {"seq": i, "tag": rng.choice(["a", "b"])}
-        # Most firmware sends compact JSON; some pretty-prints with spaces.
-        seps = (", ", ": ") if rng.random() < 0.2 else (",", ":")
-        raw = json.dumps(payload, separators=seps).encode()
-        out.append((f"miot/{product}/{d.did}/{kind}", raw))
-    return out
+def make_messages(
+    policies: Mapping[str, LoadedPolicy], n: int, seed: int, devices_per_product: int = 200
+) -> list[Message]:
+    """The simulated fleet the demo and the end-to-end benchmark use (gateway/fleet.py)."""
+    devices = make_devices(policies, devices_per_product, seed)
+    return list(itertools.islice(stream(policies, devices, seed), n))
 
 
 # -- the contenders -----------------------------------------------------------------------------
@@ -382,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("gateway").setLevel(logging.ERROR)
 
     policies = load_dir()
-    msgs = make_messages(args.messages, args.seed)
+    msgs = make_messages(policies, args.messages, args.seed)
     engine, gw = make_gateway(policies)
     contenders: dict[str, Callable[[Sequence[Message]], int]] = {
         "msgspec": make_plain(),

@@ -7,6 +7,7 @@ token, extra diagnostics), so the demo and the benchmarks exercise the drop path
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 import msgspec
 
 from gateway.policy.loader import LoadedPolicy
-from gateway.policy.model import Field, KindRule
+from gateway.policy.model import KINDS, Field, KindRule
 
 _PUBLIC_IPS = ("81.2.69.142", "8.8.8.8", "202.108.22.5", "5.255.255.5", "1.1.1.1")
 
@@ -138,12 +139,23 @@ def stream(
     seed: int = 11,
     prefix: str = "miot",
 ) -> Iterator[tuple[str, bytes]]:
-    """Endless (topic, payload) pairs, round-robin over devices and their declared kinds."""
+    """Endless (topic, payload) pairs, round-robin over devices and their declared kinds.
+
+    As from real fleets: now and then a vendor extension block, one message in a hundred of a
+    kind the product's policy does not declare, and one in five pretty-printed with spaces."""
     rng = random.Random(seed)
     enc = msgspec.json.Encoder()
     while True:
         for dev in devices:
             kinds = products[dev.product].policy.kinds
-            kind = rng.choice(sorted(kinds))
-            doc = message(dev, kind, kinds[kind], rng)
-            yield f"{prefix}/{dev.product}/{dev.id}/{kind}", enc.encode(doc)
+            declared = rng.choice(sorted(kinds))
+            doc = message(dev, declared, kinds[declared], rng)
+            if rng.random() < 0.05:
+                doc["vendor_ext"] = {"seq": rng.randrange(10**6), "tag": rng.choice("ab")}
+            kind: str = declared
+            if rng.random() < 0.01:
+                kind = rng.choice([str(k) for k in KINDS if k not in kinds] or ["firmware"])
+            raw = enc.encode(doc)
+            if rng.random() < 0.2:
+                raw = json.dumps(doc, separators=(", ", ": ")).encode()
+            yield f"{prefix}/{dev.product}/{dev.id}/{kind}", raw
