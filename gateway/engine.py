@@ -34,7 +34,6 @@ _MAX_DEVICE_ID = 128
 UNDECLARED_MEMO = 256
 _ERR_PATH = re.compile(r"at `\$\.?([^`]*)`")
 _INDEX = re.compile(r"\[\d+\]")
-_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
 
 
 class ConsentView(Protocol):
@@ -214,22 +213,22 @@ class Engine:
             v = getattr(obj, leaf.name)
             if v is None:
                 continue
-            f = leaf.field
-            if f.consent is not None and (state is None or f.consent not in state.toggles):
+            consent = leaf.consent
+            if consent is not None and (state is None or consent not in state.toggles):
                 counts[leaf.consent_key] += 1
                 continue
             counts[leaf.count_key] += 1
             action = leaf.action
             if action == "keep":
-                if f.text:
+                if leaf.text:
                     v, hit = _redact_value(v)
                     if hit:
                         counts[leaf.redact_key] += 1
                 out[leaf.name] = v
             elif action == "pseudonymize":
-                out[leaf.name] = _pseudonymize(ps, f.category, v)
+                out[leaf.name] = _pseudonymize(ps, leaf.field.category, v)
             elif action == "coarsen":
-                c = _coarsen(f.category, v, f.precision)
+                c = _coarsen(leaf.field.category, v, leaf.field.precision)
                 if c is not None:
                     out[leaf.name] = c
         for sub in node.nodes:
@@ -268,10 +267,10 @@ def _redact_value(v: Any) -> tuple[Any, bool]:
 
 
 def _pseudonymize(ps: Pseudonymizer, category: str, v: Any) -> Any:
+    if type(v) is str:
+        return ps.mac(v) if category == "device.mac" else ps.pseudonym(category, v)
     if isinstance(v, list):
         return [None if x is None else _pseudonymize(ps, category, x) for x in v]
-    if category == "device.mac" and isinstance(v, str) and _MAC.match(v):
-        return ps.mac(v)
     # bool is an int: keep `True` and `1` apart so they cannot collide.
     return ps.pseudonym(category, str(v) if not isinstance(v, bool) else f"bool:{v}")
 

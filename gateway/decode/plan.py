@@ -55,6 +55,9 @@ class Leaf:
     count_key: tuple[str, str, str, str]
     consent_key: tuple[str, str, str, str]
     redact_key: tuple[str, str, str, str]
+    # Copied from `field` for the hot path: one attribute load instead of two.
+    consent: str | None
+    text: bool
 
 
 @dataclass(slots=True)
@@ -124,6 +127,8 @@ def compile_kind(product: str, kind: str, rule: KindRule) -> Plan:
                 (product, kind, f.path, action),
                 (product, kind, f.path, "consent_drop"),
                 (product, kind, f.path, "redact"),
+                f.consent,
+                f.text,
             )
         )
     name = "".join(p.capitalize() for p in f"{product}-{kind}".replace("_", "-").split("-"))

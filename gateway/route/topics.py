@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 _NAMES = ("product", "device", "kind", "region")
+TOPIC_MEMO = 65536
 
 
 class TopicError(Exception):
@@ -39,8 +40,22 @@ class TopicScheme:
             if need not in self._pos:
                 raise TopicError(f"topic pattern {pattern!r}: needs {{{need}}}")
         self._n = len(segs)
+        self._memo: dict[str, Parsed] = {}
 
     def parse(self, topic: str) -> Parsed | None:
+        # A fleet repeats its topics (device x kind): remember the parses, bounded, since
+        # topics are chosen by whoever publishes.
+        hit = self._memo.get(topic)
+        if hit is not None:
+            return hit
+        parsed = self._parse(topic)
+        if parsed is not None:
+            if len(self._memo) >= TOPIC_MEMO:
+                self._memo.clear()
+            self._memo[topic] = parsed
+        return parsed
+
+    def _parse(self, topic: str) -> Parsed | None:
         segs = topic.split("/")
         if len(segs) != self._n:
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import os
+import re
 import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 MASTER_KEY_ENV = "GATEWAY_MASTER_KEY"
 MEMO_SIZE = 65536
+_MAC = re.compile(r"^[0-9A-Fa-f]{2}([:-][0-9A-Fa-f]{2}){5}$")
 
 
 class KeyError_(Exception):
@@ -87,10 +89,13 @@ class Pseudonymizer:
 
     def mac(self, value: str) -> str:
         """Format-preserving: a locally administered unicast MAC, so MAC-shaped parsers keep
-        working and nobody mistakes it for a vendor address."""
+        working and nobody mistakes it for a vendor address. A value that is not MAC-shaped
+        gets an ordinary pseudonym."""
         memo = self._memo
         out = memo.get(("mac", value))
         if out is None:
+            if _MAC.match(value) is None:
+                return self.pseudonym("device.mac", value)
             if len(memo) >= MEMO_SIZE:
                 memo.clear()
             canonical = value.replace("-", ":").lower().encode()
