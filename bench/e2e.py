@@ -1,11 +1,12 @@
-"""End-to-end benchmark through a real mosquitto: the gateway against two relays and Node-RED.
+"""End-to-end benchmark through a real mosquitto: the gateway against relays and Node-RED.
 
     .venv/bin/python bench/e2e.py --n 20000 --rounds 3
 
-Contenders (see bench/README.md): ``raw`` (paho relay, no processing: the limit), ``naive``
-(paho + json + allowlist), ``gateway-mqtt`` and ``gateway-file`` (``python -m gateway run``
-with full enforcement, MQTT or file sink), ``nodered`` (Node-RED 4.1.8, mqtt-in -> function
--> mqtt-out). Every trial gets a fresh mosquitto on a free 127.0.0.1 port and a fresh
+Contenders (see bench/README.md): ``raw`` (paho relay, no processing: the limit),
+``raw-aiomqtt`` (the same relay with aiomqtt, asyncio), ``naive`` (paho + json +
+allowlist), ``gateway-mqtt`` and ``gateway-file`` (``python -m gateway run`` with full
+enforcement, MQTT or file sink), ``nodered`` (Node-RED 4.1.8, mqtt-in -> function ->
+mqtt-out). Every trial gets a fresh mosquitto on a free 127.0.0.1 port and a fresh
 contender process; rounds are interleaved (the order rotates each round) and the report
 gives medians over rounds.
 
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import importlib.util
 import itertools
 import json
 import logging
@@ -63,9 +65,10 @@ NODERED_JS = NODERED / "node_modules" / "node-red" / "red.js"
 RESULTS_MD = BENCH / "RESULTS.md"
 DATA_BEGIN = "```json e2e-data"
 
-CONTENDERS = ("raw", "naive", "gateway-mqtt", "gateway-file", "nodered")
+CONTENDERS = ("raw", "raw-aiomqtt", "naive", "gateway-mqtt", "gateway-file", "nodered")
 LABELS = {
     "raw": "raw relay (paho, no processing)",
+    "raw-aiomqtt": "raw relay (aiomqtt, asyncio)",
     "naive": "naive relay (paho + json + allowlist)",
     "gateway-mqtt": "gateway, MQTT sink",
     "gateway-file": "gateway, file sink (fsync)",
@@ -460,6 +463,20 @@ def start_contender(name: str, port: int, tmp: Path, allow_path: Path, master_he
     if name == "raw":
         cmd = [py, str(RELAYS / "raw.py"), "--port", str(port), "--out-prefix", "relay/raw"]
         topic = "relay/raw/#"
+    elif name == "raw-aiomqtt":
+        if importlib.util.find_spec("aiomqtt") is None:
+            raise RuntimeError(
+                "aiomqtt not installed: run `pip install -e '.[bench]'` (see README)"
+            )
+        cmd = [
+            py,
+            str(RELAYS / "raw_aiomqtt.py"),
+            "--port",
+            str(port),
+            "--out-prefix",
+            "relay/raw-aiomqtt",
+        ]
+        topic = "relay/raw-aiomqtt/#"
     elif name == "naive":
         cmd = [
             py,
@@ -837,6 +854,13 @@ def _version(cmd: Sequence[str], pattern: str) -> str:
     return m.group(1) if m else "?"
 
 
+def _dist_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "not installed"
+
+
 def machine_info() -> dict[str, str]:
     from gateway.brokers import find_mosquitto
 
@@ -857,6 +881,7 @@ def machine_info() -> dict[str, str]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "paho-mqtt": metadata.version("paho-mqtt"),
+        "aiomqtt": _dist_version("aiomqtt"),
         "msgspec": metadata.version("msgspec"),
         "mosquitto": _version([find_mosquitto() or "mosquitto", "-h"], r"version (\S+)"),
         "node": _version([node, "-v"], r"v(\S+)") if node else "not installed",
@@ -895,7 +920,8 @@ def render(
         f"Run {info['date']}, {args['elapsed_s']:.0f} s: `{args['command']}`",
         "",
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), Linux {info['kernel']}, "
-        f"Python {info['python']}, paho-mqtt {info['paho-mqtt']}, mosquitto "
+        f"Python {info['python']}, paho-mqtt {info['paho-mqtt']}, aiomqtt "
+        f"{info['aiomqtt']}, mosquitto "
         f"{info['mosquitto']}, Node.js {info['node']}, Node-RED {info['node-red']}. "
         f"Broker config: {broker}.",
         "",
@@ -921,7 +947,11 @@ def render(
         if g not in by:
             continue
         gs = by[g]
-        others = [o for o in ("raw", "naive", "nodered", "gateway-mqtt") if o in by and o != g]
+        others = [
+            o
+            for o in ("raw", "raw-aiomqtt", "naive", "nodered", "gateway-mqtt")
+            if o in by and o != g
+        ]
         if not others:
             continue
         lines += [
