@@ -304,6 +304,7 @@ class MsgSet:
     base: int
     messages: list[tuple[str, bytes]]
     record_ids: list[str]  # gateway record id per message, "" = held or rejected
+    allowlisted: int  # messages of a product/kind the allowlist relays know (they drop the rest)
 
     @property
     def forwarded(self) -> int:
@@ -338,8 +339,15 @@ def build_sets(sizes: Sequence[tuple[str, int]], master_hex: str) -> list[MsgSet
             msgs.append((topic, body))
             rids.append(rec.id if isinstance(rec, Record) else "")
             seq += 1
-        out.append(MsgSet(name, seq - size, msgs, rids))
+        known = allowlist()
+        listed = sum(1 for topic, _ in msgs if _product_kind(topic) in known)
+        out.append(MsgSet(name, seq - size, msgs, rids, listed))
     return out
+
+
+def _product_kind(topic: str) -> str:
+    parts = topic.split("/")
+    return f"{parts[1]}/{parts[3]}" if len(parts) == 4 else ""
 
 
 def allowlist() -> dict[str, list[str]]:
@@ -421,6 +429,7 @@ class Running:
     key: KeyMode
     log: Path
     metrics: str = ""  # gateway: its /metrics URL
+    filters: bool = False  # drops messages of a product/kind not in the allowlist
 
 
 def _gateway_toml(port: int, tmp: Path, sink: str, metrics_port: int) -> str:
@@ -526,7 +535,8 @@ def start_contender(name: str, port: int, tmp: Path, allow_path: Path, master_he
         raise ValueError(name)
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp)
-    return Running(proc, mode, topic, path, key, log, metrics)
+    filters = name in ("naive", "nodered")
+    return Running(proc, mode, topic, path, key, log, metrics, filters)
 
 
 def warm_up(run: Running, port: int, warm: MsgSet, timeout: float) -> float:
@@ -576,7 +586,7 @@ def warm_up(run: Running, port: int, warm: MsgSet, timeout: float) -> float:
         first = time.monotonic() - t0
         for topic, payload in warm.messages:
             pub.publish(topic, payload, qos=1)
-        want = warm.forwarded if run.key == "record" else len(warm.messages)
+        want = _expected(run, warm)
         deadline = time.monotonic() + 20
         while count() < want and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -613,6 +623,12 @@ def _percentile(sorted_xs: Sequence[float], p: float) -> float:
     return sorted_xs[k]
 
 
+def _expected(run: Running, ms: MsgSet) -> int:
+    if run.key == "record":
+        return ms.forwarded
+    return ms.allowlisted if run.filters else len(ms.messages)
+
+
 def run_phase(
     run: Running,
     port: int,
@@ -624,7 +640,7 @@ def run_phase(
 ) -> Phase:
     py = sys.executable
     me = str(Path(__file__).resolve())
-    expected = ms.forwarded if run.key == "record" else len(ms.messages)
+    expected = _expected(run, ms)
     sjob = SubscribeJob(
         mode=run.mode,
         port=port,

@@ -96,7 +96,7 @@ class Gateway:
         self.held: Sink = FileSink(FileSinkConfig(dir=str(self.state / "held")), "held")
         self._reload = threading.Event()
         self._stop = threading.Event()
-        self._inflight = 0
+        self._stopped = False
         self.worker_thread: threading.Thread | None = None
         self._http: Callable[[], None] | None = None
 
@@ -256,6 +256,14 @@ class Gateway:
 
     def start(self) -> None:
         self.held.open()
+        # Records spooled by an earlier run drain now, not when the region next gets traffic.
+        spools = self.state / "spool"
+        if spools.is_dir():
+            for d in sorted(spools.iterdir()):
+                kind, _, region = d.name.partition("-")
+                spec = self.config.sink_for(region)
+                if spec is not None and spec.type == kind:
+                    self.sink(region)
         host, _, port = self.config.metrics_listen.rpartition(":")
         self._http = serve_http(host, int(port) + self.worker, self)
         self.source.start()
@@ -272,6 +280,9 @@ class Gateway:
         self._reload.set()
 
     def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         self._stop.set()
         if self.worker_thread is not None:
             self.worker_thread.join(timeout=30)

@@ -495,3 +495,39 @@ def test_a_broken_policy_on_reload_keeps_the_running_one(
     body = urllib.request.urlopen(f"http://{cfg.metrics_listen}/metrics", timeout=5).read()
     assert b'gateway_policy_reloads_total{outcome="error"} 1.0' in body
     assert gw.healthy()
+
+
+def test_records_spooled_before_a_restart_drain_without_new_traffic(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    publisher: Publisher,
+    nats_server: NatsServer,
+    gateway_factory: Callable[[GatewayConfig], Gateway],
+) -> None:
+    sinks = (SinkSpec(type="nats", nats=NatsSinkConfig(url=nats_server.url, timeout_s=1.0)),)
+    cfg = config(
+        tmp_path,
+        mosquitto.port,
+        policies=str(TEST_POLICIES),
+        sinks=sinks,
+        routing=Routing(default_region="de"),
+        spool=SpoolConfig(retry_s=0.2),
+    )
+    gw = gateway_factory(cfg)
+    publisher.send("miot/purifier/dev1/props", b'{"id":0,"method":"props"}')
+    wait_for(lambda: _stream_count(nats_server.url) == 1, what="first record in NATS")
+    nats_server.stop()
+    for i in range(1, 51):
+        publisher.send("miot/purifier/dev1/props", b'{"id":%d,"method":"props"}' % i)
+    wait_for(
+        lambda: gw.events.outcomes.get(("purifier", "props", "forwarded"), 0) == 51,
+        what="accepted into the spool",
+    )
+    gw.stop()
+    nats_server.start()
+    gateway_factory(cfg)  # same state dir, and no message for the region arrives
+    wait_for(
+        lambda: _stream_count(nats_server.url) == 51,
+        timeout=30,
+        what="spooled records drained after restart",
+    )
