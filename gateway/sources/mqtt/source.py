@@ -1,6 +1,6 @@
 """MQTT v5 source: persistent session, QoS1, shared subscription, manual acknowledgement.
 
-paho-mqtt was measured at ~21k msg/s relaying here against ~5-10k for aiomqtt, and its
+paho-mqtt relays ~13k msg/s here against ~7k for aiomqtt (bench/RESULTS.md), and its
 `manual_ack` lets the gateway acknowledge a message only after its sink committed it. The
 in-flight window is the MQTT v5 Receive Maximum: the broker never has more than that many
 unacknowledged deliveries out to this client, so the local queue is bounded by it.
