@@ -27,6 +27,7 @@ DATA_BEGIN = "```json e2e-data"
 
 COLOURS = {
     "raw": "#8a8a8a",
+    "raw-aiomqtt": "#444444",
     "naive": "#4c7bd9",
     "gateway-mqtt": "#d9482b",
     "gateway-file": "#e8a317",
@@ -34,6 +35,7 @@ COLOURS = {
 }
 SHORT = {
     "raw": "raw relay",
+    "raw-aiomqtt": "raw relay (aiomqtt)",
     "naive": "naive relay",
     "gateway-mqtt": "gateway (MQTT sink)",
     "gateway-file": "gateway (file sink)",
@@ -155,7 +157,7 @@ def panel(
     slot = w / max(len(slots), 1)
     bw = slot * 0.72 / max(len(series), 1)
     for i, name in enumerate(slots):
-        colour = COLOURS.get(name, "#444")
+        colour = COLOURS.get(name, "#444444")
         for j, bars in enumerate(series):
             b = bars[i]
             cx = x0 + slot * i + slot * 0.14 + bw * (j + 0.5)
