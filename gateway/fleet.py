@@ -153,8 +153,9 @@ def stream(
             if rng.random() < 0.05:
                 doc["vendor_ext"] = {"seq": rng.randrange(10**6), "tag": rng.choice("ab")}
             kind: str = declared
-            if rng.random() < 0.01:
-                kind = rng.choice([str(k) for k in KINDS if k not in kinds] or ["firmware"])
+            others = [str(k) for k in KINDS if k not in kinds]
+            if others and rng.random() < 0.01:
+                kind = rng.choice(others)
             raw = enc.encode(doc)
             if rng.random() < 0.2:
                 raw = json.dumps(doc, separators=(", ", ": ")).encode()

@@ -49,6 +49,7 @@ class MqttSource:
         # C-implemented, no Condition per put: the hand-off costs a fraction of queue.Queue.
         self.queue: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self.connected = threading.Event()
+        self._stopping = False
         self._on_connection = on_connection
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -97,6 +98,7 @@ class MqttSource:
         self._client.loop_start()
 
     def stop(self) -> None:
+        self._stopping = True
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -134,7 +136,7 @@ class MqttSource:
     ) -> None:
         was = self.connected.is_set()
         self.connected.clear()
-        if self._on_connection:
+        if self._on_connection and not self._stopping:
             what = "disconnected" if was else "connection refused by the broker"
             self._on_connection(False, f"{what}: {reason}")
 
