@@ -318,15 +318,10 @@ def test_kill_9_loses_nothing_accepted(
         proc.wait(20)
 
 
-def test_sink_outage_spools_encrypted_then_drains_to_nats(
-    tmp_path: Path,
-    mosquitto: Mosquitto,
-    publisher: Publisher,
-    nats_server: NatsServer,
-    gateway_factory: Callable[[GatewayConfig], Gateway],
-) -> None:
+def nats_config(tmp_path: Path, mosquitto: Mosquitto, nats_server: NatsServer) -> GatewayConfig:
+    """The test policies to a NATS sink that fails fast and is retried often."""
     sinks = (SinkSpec(type="nats", nats=NatsSinkConfig(url=nats_server.url, timeout_s=1.0)),)
-    cfg = config(
+    return config(
         tmp_path,
         mosquitto.port,
         policies=str(TEST_POLICIES),
@@ -334,6 +329,16 @@ def test_sink_outage_spools_encrypted_then_drains_to_nats(
         routing=Routing(default_region="de"),
         spool=SpoolConfig(retry_s=0.2),
     )
+
+
+def test_sink_outage_spools_encrypted_then_drains_to_nats(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    publisher: Publisher,
+    nats_server: NatsServer,
+    gateway_factory: Callable[[GatewayConfig], Gateway],
+) -> None:
+    cfg = nats_config(tmp_path, mosquitto, nats_server)
     gw = gateway_factory(cfg)
     publisher.send("miot/purifier/dev1/props", b'{"id":0,"method":"props"}')
     wait_for(lambda: gw.events.outcomes.get(("purifier", "props", "forwarded"), 0) == 1)
@@ -504,15 +509,7 @@ def test_records_spooled_before_a_restart_drain_without_new_traffic(
     nats_server: NatsServer,
     gateway_factory: Callable[[GatewayConfig], Gateway],
 ) -> None:
-    sinks = (SinkSpec(type="nats", nats=NatsSinkConfig(url=nats_server.url, timeout_s=1.0)),)
-    cfg = config(
-        tmp_path,
-        mosquitto.port,
-        policies=str(TEST_POLICIES),
-        sinks=sinks,
-        routing=Routing(default_region="de"),
-        spool=SpoolConfig(retry_s=0.2),
-    )
+    cfg = nats_config(tmp_path, mosquitto, nats_server)
     gw = gateway_factory(cfg)
     publisher.send("miot/purifier/dev1/props", b'{"id":0,"method":"props"}')
     wait_for(lambda: _stream_count(nats_server.url) == 1, what="first record in NATS")
