@@ -93,7 +93,8 @@ class Gateway:
         )
         self.source = MqttSource(config.source, worker, self.events.source_connection)
         self.sinks: dict[str, SpooledSink] = {}
-        self.held: Sink = FileSink(FileSinkConfig(dir=str(self.state / "held")), "held")
+        # <state>/worker-N/held/records.jsonl: enforced records no region may receive.
+        self.held: Sink = FileSink(FileSinkConfig(dir=str(self.state)), "held")
         self._reload = threading.Event()
         self._stop = threading.Event()
         self._stopped = False
