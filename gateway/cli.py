@@ -11,18 +11,20 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from gateway.config import ConfigError
 from gateway.decode.plan import PlanError, compile_kind
+from gateway.engine import Engine
 from gateway.envelope import Held, Record, encode
+from gateway.explain import message_decisions, policy_rows
 from gateway.policy.lint import Finding, lint
 from gateway.policy.loader import DEFAULT_DIR, LoadedPolicy, PolicyError, load_dir
 from gateway.report.scrape import ReportError
 from gateway.route.router import RegistryError, Router, load_registry
 from gateway.route.topics import TopicError, TopicScheme
+from gateway.schemas import write_schemas
 from gateway.transforms.pseudonymize import MASTER_KEY_ENV, KeyError_, KeyRing, parse_master
 
 
@@ -65,9 +67,7 @@ def _keyring(key_file: Path | None) -> KeyRing:
     return KeyRing(secrets.token_bytes(32))
 
 
-def _engine(args: argparse.Namespace) -> Any:
-    from gateway.engine import Engine
-
+def _engine(args: argparse.Namespace) -> Engine:
     registry = load_registry(args.registry) if args.registry else None
     return Engine(
         _policies(args.policies),
@@ -135,8 +135,6 @@ def cmd_enforce(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
-    from gateway.explain import message_decisions, policy_rows
-
     if args.input is not None:
         engine = _engine(args)
         src = sys.stdin.buffer if str(args.input) == "-" else args.input.open("rb")
@@ -177,8 +175,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:
-    from gateway.schemas import write_schemas
-
     for path in write_schemas(args.out, _policies(args.policies)):
         print(path)
     return 0
@@ -327,8 +323,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (
-        PolicyError,
-        PlanError,
+        PolicyError,  # PlanError is one
         RegistryError,
         TopicError,
         KeyError_,

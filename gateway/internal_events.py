@@ -140,9 +140,6 @@ class Events:
                 kind,
             )
 
-    def undeclared_field(self, product: str, kind: str, path: str) -> None:
-        self.undeclared[self.undeclared_key(product, kind, path)] += 1
-
     def undeclared_key(self, product: str, kind: str, path: str) -> tuple[str, str, str]:
         """The counter key an undeclared path is counted under (logged the first time)."""
         names = self._undeclared_names[product, kind]

@@ -20,20 +20,15 @@ from typing import IO
 
 import pytest
 
+from gateway.brokers import find_mosquitto, free_port
+
 __all__ = ["Mosquitto", "NatsServer", "free_port", "mosquitto", "nats_server", "wait_port"]
 
-MOSQUITTO_BIN = Path("/usr/sbin/mosquitto")
+# The same lookup as the demo's broker (PATH, then Debian's /usr/sbin).
+MOSQUITTO_BIN = Path(find_mosquitto() or "/usr/sbin/mosquitto")
 NATS_SERVER_BIN = Path("/usr/sbin/nats-server")
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 10.0
-
-
-def free_port() -> int:
-    """A port the kernel just handed out; the tiny reuse race is acceptable for tests."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def port_open(port: int) -> bool:
