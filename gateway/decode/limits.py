@@ -62,15 +62,23 @@ def _has_duplicates(payload: bytes, obj: dict[str, Any]) -> bool:
     return False
 
 
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def decode_object(payload: bytes, limits: Limits) -> dict[str, Any]:
     if len(payload) > limits.max_bytes:
         raise Bad("too_large")
     try:
         obj = _decoder.decode(payload)
-    except UnicodeDecodeError:
-        raise Bad("invalid_utf8") from None
-    except msgspec.DecodeError:
-        raise Bad("invalid_json") from None
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        # msgspec < 0.23 raised UnicodeDecodeError, 0.23 a DecodeError: classify by the
+        # bytes themselves, never by a library's exception type or wording.
+        raise Bad("invalid_json" if _is_utf8(payload) else "invalid_utf8") from None
     except RecursionError:
         raise Bad("too_deep") from None
     if type(obj) is not dict:
