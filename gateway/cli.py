@@ -90,7 +90,9 @@ def cmd_check(args: argparse.Namespace) -> int:
         for f in findings:
             print(f)
         n_err = sum(1 for f in findings if f.level == "error")
-        n_fields = sum(len(r.fields) for r in lp.policy.kinds.values())
+        n_fields = sum(
+            len(r.fields) + sum(len(m.params) for m in r.methods) for r in lp.policy.kinds.values()
+        )
         status = "ok" if n_err == 0 else f"{n_err} error(s)"
         print(
             f"{lp.path.name}: {n_fields} fields in {len(lp.policy.kinds)} kinds, "
@@ -111,7 +113,15 @@ def cmd_enforce(args: argparse.Namespace) -> int:
         try:
             cap = dec.decode(line)
             payload = _payload(cap)
-        except (msgspec.DecodeError, msgspec.ValidationError, ValueError, UnicodeDecodeError):
+        # RecursionError: a payload nested deeper than the decoder's stack; one bad line never
+        # ends the replay.
+        except (
+            msgspec.DecodeError,
+            msgspec.ValidationError,
+            ValueError,
+            UnicodeDecodeError,
+            RecursionError,
+        ):
             tally["rejected"] += 1
             out.write(b'{"rejected":{"reason":"invalid_capture","line":%d}}\n' % n)
             continue
@@ -145,7 +155,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
             try:
                 cap = dec.decode(line)
                 d = message_decisions(engine, cap.topic, _payload(cap))
-            except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            except (
+                msgspec.DecodeError,
+                msgspec.ValidationError,
+                ValueError,
+                UnicodeDecodeError,
+                RecursionError,
+            ):
                 d = {"reason": "invalid_capture"}
             sys.stdout.buffer.write(msgspec.json.encode({"line": n, **d}) + b"\n")
         return 0
@@ -158,7 +174,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    cols = ("kind", "field", "category", "declared", "action", "consent", "cite")
+    cols = ("kind", "field", "category", "declared", "action", "domain", "consent", "cite")
     for pid in wanted:
         lp = policies[pid]
         print(

@@ -1,13 +1,14 @@
 """The in-process pipeline: one MQTT message in, one Record, Held or Rejection out.
 
-topic -> product/kind/device -> consent -> decode (limits) -> undeclared fields counted ->
-msgspec types compiled from the policy -> per-field action -> region -> envelope.
-Fail closed: any doubt is a Rejection, and nothing of a rejected message is forwarded.
+topic -> product/kind/device -> consent -> decode (limits) -> method -> undeclared fields
+counted -> msgspec types compiled from the policy, domains included -> per-field action ->
+region -> envelope. Fail closed: any doubt about the message is a Rejection, and nothing of it
+is forwarded; a doubt about one field (wrong type, outside its domain, an identifier inside)
+costs that field only.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,18 +23,14 @@ from gateway.decode.plan import Node, Plan, compile_kind
 from gateway.envelope import Held, Outcome, PolicyRef, Record, Rejection
 from gateway.internal_events import UNKNOWN, Events
 from gateway.policy.loader import LoadedPolicy
-from gateway.policy.model import KINDS, Field
+from gateway.policy.model import KINDS
 from gateway.route.router import Router
 from gateway.route.topics import TopicScheme
-from gateway.transforms.coarsen import coarsen_position
-from gateway.transforms.geo import coarse_ip
+from gateway.transforms.fields import apply, carries_value, clean
 from gateway.transforms.pseudonymize import KeyRing, Pseudonymizer
-from gateway.transforms.redact import redact
 
-_MAX_DEVICE_ID = 128
+MAX_DEVICE_ID = 128
 UNDECLARED_MEMO = 256
-_ERR_PATH = re.compile(r"at `\$\.?([^`]*)`")
-_INDEX = re.compile(r"\[\d+\]")
 
 
 class ConsentView(Protocol):
@@ -49,7 +46,6 @@ class Product:
     regions: frozenset[str]
     ref: PolicyRef
     pseudo: Pseudonymizer
-    declared_paths: dict[str, frozenset[str]]
 
 
 def compile_products(policies: Mapping[str, LoadedPolicy], keys: KeyRing) -> dict[str, Product]:
@@ -64,20 +60,8 @@ def compile_products(policies: Mapping[str, LoadedPolicy], keys: KeyRing) -> dic
             frozenset(r.id for r in lp.policy.regions),
             PolicyRef(pid, lp.hash),
             keys.for_product(pid),
-            {k: _declared_paths(r.fields) for k, r in lp.policy.kinds.items()},
         )
     return out
-
-
-def _declared_paths(fields: tuple[Field, ...]) -> frozenset[str]:
-    """Every declared path and every block above one (`ap`, `params.children`): the names a
-    type error may be reported at."""
-    out: set[str] = set()
-    for f in fields:
-        parts = f.path.split(".")
-        for i in range(1, len(parts) + 1):
-            out.add(".".join(parts[:i]).removesuffix("[]"))
-    return frozenset(out)
 
 
 class Engine:
@@ -128,24 +112,43 @@ class Engine:
         plan = product.plans.get(kind)
         if plan is None:
             return self._reject(pid, kind_label, "undeclared_kind")
-        if not device or len(device) > _MAX_DEVICE_ID:
+        if not device or len(device) > MAX_DEVICE_ID:
             return self._reject(pid, kind, "bad_topic")
         state = self.consent.get(pid, device) if self.consent is not None else None
         if state is not None and state.withdrawn:
-            return self._reject(pid, kind, "consent_withdrawn")
+            return self._withhold(pid, kind, "consent_withdrawn")
         try:
             obj = decode_object(payload, self.limits)
         except Bad as bad:
             return self._reject(pid, kind, bad.reason)
-        self._count_undeclared(plan.root, obj, pid, kind)
+        shape = plan.shape
+        if shape is None:
+            method = obj.get("method")
+            shape = plan.methods.get(method) if type(method) is str else None
+            if shape is None:
+                return self._reject(pid, kind, "method_not_allowed", "method")
+        if shape.consent is not None and (state is None or shape.consent not in state.toggles):
+            return self._withhold(pid, kind, "no_consent")
+        if "params" not in obj and type(obj.get("result")) is dict:
+            obj["params"] = obj.pop("result")  # a miIO RPC reply carries its props as `result`
+        if shape.positional and type(obj.get("params")) is list:
+            obj["params"] = {str(i): v for i, v in enumerate(obj["params"])}
+        self._count_undeclared(shape.root, obj, pid, kind)
+        counts = self.events.fields
         try:
-            typed = msgspec.convert(obj, plan.type)
-        except msgspec.ValidationError as exc:
-            return self._reject(pid, kind, "type_error", self._field_of(exc, product, kind))
-        if plan.methods and getattr(typed, "method", None) not in plan.methods:
-            return self._reject(pid, kind, "method_not_allowed", "method")
+            typed = msgspec.convert(obj, shape.type)
+        except msgspec.ValidationError:
+            # Rare: a declared value of the wrong type or outside its domain. Only those
+            # fields are dropped, counted; the rest of the message still leaves.
+            clean(shape.root, obj, counts)
+            try:
+                typed = msgspec.convert(obj, shape.type)
+            except msgspec.ValidationError:
+                return self._reject(pid, kind, "type_error")
         data: dict[str, Any] = {}
-        self._apply(plan.root, typed, product.pseudo, state, data)
+        apply(shape.root, typed, product.pseudo, state, data, counts=counts)
+        if not carries_value(data):
+            return self._withhold(pid, kind, "nothing_declared")
         region = self.router.region(device, topic_region)
         record = Record(
             id=blake2b(
@@ -165,6 +168,12 @@ class Engine:
             return Held(record)
         return record
 
+    def _withhold(self, product: str, kind: str, outcome: str) -> Rejection:
+        """Not forwarded by design (consent, nothing declared left): an outcome of its own,
+        not a rejection, so alerts on rejections stay quiet on healthy traffic."""
+        self.events.message_outcome(product, kind, outcome)
+        return Rejection(product, kind, outcome)
+
     def _count_undeclared(self, node: Node, obj: dict[str, Any], pid: str, kind: str) -> None:
         extra = obj.keys() - node.declared
         if extra:
@@ -173,7 +182,7 @@ class Engine:
             for key in extra:
                 ck = memo.get(key)
                 if ck is None:
-                    ck = self.events.undeclared_key(pid, kind, node.prefix + key)
+                    ck = self.events.undeclared_key(pid, kind, node.prefix, key)
                     if len(memo) < UNDECLARED_MEMO:  # keys are attacker-chosen: bounded
                         memo[key] = ck
                 counts[ck] += 1
@@ -186,101 +195,3 @@ class Engine:
                             self._count_undeclared(sub, item, pid, kind)
             elif type(v) is dict:
                 self._count_undeclared(sub, v, pid, kind)
-
-    @staticmethod
-    def _field_of(exc: msgspec.ValidationError, product: Product, kind: str) -> str | None:
-        """The declared path a type error is at; None rather than anything unbounded."""
-        m = _ERR_PATH.search(str(exc))
-        if m is None:
-            return None
-        path = _INDEX.sub("[]", m.group(1))
-        declared = product.declared_paths.get(kind, frozenset())
-        for candidate in (path, path.removesuffix("[]")):
-            if candidate in declared:
-                return candidate
-        return None
-
-    def _apply(
-        self,
-        node: Node,
-        obj: Any,
-        ps: Pseudonymizer,
-        state: ConsentState | None,
-        out: dict[str, Any],
-    ) -> None:
-        counts = self.events.fields
-        for leaf in node.leaves:
-            v = getattr(obj, leaf.name)
-            if v is None:
-                continue
-            consent = leaf.consent
-            if consent is not None and (state is None or consent not in state.toggles):
-                counts[leaf.consent_key] += 1
-                continue
-            counts[leaf.count_key] += 1
-            action = leaf.action
-            if action == "keep":
-                if leaf.text:
-                    v, hit = _redact_value(v)
-                    if hit:
-                        counts[leaf.redact_key] += 1
-                out[leaf.name] = v
-            elif action == "pseudonymize":
-                out[leaf.name] = _pseudonymize(ps, leaf.field.category, v)
-            elif action == "coarsen":
-                c = _coarsen(leaf.field.category, v, leaf.field.precision)
-                if c is not None:
-                    out[leaf.name] = c
-        for sub in node.nodes:
-            v = getattr(obj, sub.name)
-            if v is None:
-                continue
-            if sub.is_list:
-                items: list[dict[str, Any]] = []
-                for item in v:
-                    d: dict[str, Any] = {}
-                    self._apply(sub, item, ps, state, d)
-                    items.append(d)
-                out[sub.name] = items
-            else:
-                d = {}
-                self._apply(sub, v, ps, state, d)
-                if d:
-                    out[sub.name] = d
-
-
-def _redact_value(v: Any) -> tuple[Any, bool]:
-    if isinstance(v, str):
-        return redact(v)
-    if isinstance(v, list):
-        hit = False
-        items = []
-        for x in v:
-            if isinstance(x, str):
-                clean, h = redact(x)
-                hit |= h
-                items.append(clean)
-            else:
-                items.append(x)
-        return items, hit
-    return v, False
-
-
-def _pseudonymize(ps: Pseudonymizer, category: str, v: Any) -> Any:
-    if type(v) is str:
-        return ps.mac(v) if category == "device.mac" else ps.pseudonym(category, v)
-    if isinstance(v, list):
-        return [None if x is None else _pseudonymize(ps, category, x) for x in v]
-    # bool is an int: keep `True` and `1` apart so they cannot collide.
-    return ps.pseudonym(category, str(v) if not isinstance(v, bool) else f"bool:{v}")
-
-
-def _coarsen(category: str, v: Any, precision: int) -> Any:
-    if isinstance(v, list):
-        return [_coarsen(category, x, precision) for x in v]
-    if category == "location.precise":
-        if isinstance(v, bool) or not isinstance(v, int | float):
-            return None
-        return coarsen_position(v, precision)
-    # IPs: country and continent of public addresses, nothing for private ones.
-    return coarse_ip(v) if isinstance(v, str) else None

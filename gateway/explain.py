@@ -9,24 +9,43 @@ from typing import Any
 from gateway.decode.limits import Bad, decode_object
 from gateway.decode.plan import Node, effective_action
 from gateway.engine import Engine
-from gateway.internal_events import label_safe
+from gateway.internal_events import OTHER, undeclared_label
 from gateway.policy.loader import LoadedPolicy
+from gateway.policy.model import Field
 
 
 def policy_rows(lp: LoadedPolicy) -> Iterator[dict[str, str]]:
     for kind, rule in lp.policy.kinds.items():
-        for f in rule.fields:
+        fields = [(f, f.path, rule.consent) for f in rule.fields]
+        for m in rule.methods:
+            fields += [(f, f"{m.name}:{f.path}", m.consent or rule.consent) for f in m.params]
+        for f, label, gate in fields:
             yield {
                 "product": lp.policy.id,
                 "kind": kind,
-                "field": f.path,
+                "field": label,
                 "category": f.category,
                 "declared": f.action,
                 "action": effective_action(f),
-                "consent": f.consent or "",
+                "domain": domain_text(f),
+                "consent": f.consent or gate or "",
                 "purpose": f.purpose,
                 "cite": f.cite,
             }
+
+
+def domain_text(f: Field) -> str:
+    """The declared value domain, as a reviewer reads it."""
+    parts = []
+    if f.enum:
+        parts.append("one of " + "|".join(f.enum))
+    if f.pattern is not None:
+        parts.append(f"matches {f.pattern}")
+    if f.max_length is not None:
+        parts.append(f"at most {f.max_length} chars")
+    if f.min is not None or f.max is not None:
+        parts.append(f"in [{f.min}, {f.max}]")
+    return "; ".join(parts)
 
 
 def _walk(node: Node, obj: dict[str, Any], out: dict[str, str]) -> None:
@@ -38,11 +57,12 @@ def _walk(node: Node, obj: dict[str, Any], out: dict[str, str]) -> None:
             out[node.prefix + leaf.name] = action
     hidden = 0
     for key in obj.keys() - node.declared:
-        # A key can itself be a value (a map keyed by MAC): only name-shaped keys are shown.
-        if label_safe(node.prefix + key):
-            out[node.prefix + key] = "drop (undeclared)"
-        else:
+        # A key can itself be a value (a map keyed by MAC): only known names are shown.
+        label = undeclared_label(node.prefix, key)
+        if label.endswith(OTHER):
             hidden += 1
+        else:
+            out[label] = "drop (undeclared)"
     if hidden:
         out[f"{node.prefix}<{hidden} undeclared keys not shown>"] = "drop (undeclared)"
     for sub in node.nodes:
@@ -67,6 +87,14 @@ def message_decisions(engine: Engine, topic: str, payload: bytes) -> dict[str, A
         obj = decode_object(payload, engine.limits)
     except Bad as bad:
         return {"product": parsed.product, "kind": parsed.kind, "reason": bad.reason}
+    shape = plan.shape
+    if shape is None:
+        method = obj.get("method")
+        shape = plan.methods.get(method) if type(method) is str else None
+        if shape is None:
+            return {"product": parsed.product, "kind": parsed.kind, "reason": "method_not_allowed"}
+    if shape.positional and type(obj.get("params")) is list:
+        obj["params"] = {str(i): v for i, v in enumerate(obj["params"])}
     fields: dict[str, str] = {}
-    _walk(plan.root, obj, fields)
+    _walk(shape.root, obj, fields)
     return {"product": parsed.product, "kind": parsed.kind, "fields": fields}

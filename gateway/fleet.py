@@ -61,10 +61,8 @@ def make_devices(
     return out
 
 
-def _value(f: Field, dev: Device, rule: KindRule, rng: random.Random) -> Any:
+def _value(f: Field, dev: Device, rng: random.Random) -> Any:
     cat, typ = f.category, f.type
-    if f.path == "method" and rule.methods:
-        return rng.choice(rule.methods)
     if cat == "device.mac":
         return dev.mac
     if cat == "account.id":
@@ -83,26 +81,27 @@ def _value(f: Field, dev: Device, rule: KindRule, rng: random.Random) -> Any:
         return "192.168.1.1"
     if cat == "network.netmask":
         return "255.255.255.0"
-    if cat == "network.rssi":
-        return rng.randrange(-90, -30)
     if cat == "location.precise":
         return round(rng.uniform(-60, 60), 6)
     if f.text:
-        text = rng.choice(
+        return rng.choice(
             ["filter needs replacing", "wifi reconnect", f"owner {dev.id}@mail.example"]
         )
-        return [text] if typ == "scalars" else text
+    if f.examples:
+        return rng.choice(f.examples)
+    if f.enum:
+        return rng.choice(f.enum)
+    lo = f.min if f.min is not None else 0
+    hi = f.max if f.max is not None else 10**6
     if typ == "int":
-        return rng.randrange(0, 10**6)
+        return rng.randint(int(lo), int(hi))
     if typ == "float":
-        return round(rng.uniform(0, 100), 2)
+        return round(rng.uniform(lo, hi), 2)
     if typ == "bool":
         return rng.random() < 0.5
     if typ == "id":
         return rng.randrange(10**6)
-    if typ == "scalars":
-        return [rng.choice(["on", "off"]), rng.randrange(100)]
-    return rng.choice(["on", "off", "auto", "1.2.9_5033", "MW300"])
+    return rng.choice(["on", "off", "auto"])
 
 
 def _put(doc: dict[str, Any], path: str, value: Any) -> None:
@@ -124,7 +123,16 @@ def message(dev: Device, kind: str, rule: KindRule, rng: random.Random) -> dict[
         # RPC method, without which a device's message is meaningless).
         if f.path != "method" and rng.random() < 0.05:
             continue
-        _put(doc, f.path, _value(f, dev, rule, rng))
+        _put(doc, f.path, _value(f, dev, rng))
+    if rule.methods:
+        m = rng.choice(rule.methods)
+        doc["method"] = m.name
+        positional = [f for f in m.params if f.path.split(".")[-1].isdigit()]
+        if positional:
+            doc["params"] = [_value(f, dev, rng) for f in positional]
+        for f in m.params:
+            if f not in positional:
+                _put(doc, f.path, _value(f, dev, rng))
     if kind == "info":
         doc.setdefault("token", dev.token)
         doc["otu_stat"] = [101, 74, 5343, 0, 5327, 407]

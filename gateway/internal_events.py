@@ -3,14 +3,13 @@
 Hot-path events (one per message or field) only bump a plain dict entry; a Collector turns
 those dicts into Prometheus counters at scrape time, so enforcement never takes a metric lock
 per field. Labels are bounded: product and kind come from the loaded policies (or
-`_unknown`), fields from declared paths, undeclared field names are capped per product+kind.
+`_unknown`), fields from declared paths, undeclared fields from a fixed vocabulary.
 No label and no log line ever carries a value from a message.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
@@ -23,20 +22,26 @@ log = logging.getLogger("gateway")
 
 UNKNOWN = "_unknown"
 OTHER = "_other"
-# Undeclared keys are attacker-chosen: only short identifier-shaped names become labels, and
-# only this many per product+kind; the rest are counted as `_other`.
-MAX_UNDECLARED_NAMES = 64
-_SAFE_NAME = re.compile(
-    r"^[A-Za-z_][A-Za-z0-9_]{0,39}(\[\])?(\.[A-Za-z_][A-Za-z0-9_]{0,39}(\[\])?)*$"
-)
+# Undeclared keys are chosen by whoever sends the message, and a key can itself be an
+# identifier (`tasmota_A41B9E_2974`, a map keyed by MAC): only names from this fixed
+# vocabulary of keys real devices send (miIO, Tasmota, ESPHome, Shelly, zigbee2mqtt) become a
+# label, under their declared parent; every other key is counted as `<parent>._other`.
+_KNOWN = """
+    id method params result error code message partner_id exe_time token otu_stat miio_ver
+    model hw_ver fw_ver wifi_fw_ver mcu_fw_ver mac uid life mmfree ap netif ssid bssid rssi
+    primary secondary freq localIp gw mask ot ipflag config_type cfg_time did sid power mode
+    state status arming rgb volume mute audio_mode aqi humidity temperature temp_dec
+    filter1_life child_lock buzzer led brightness battery voltage linkquality vendor_ext seq
+    tag time timestamp uptime hostname ip version name type value key values props children
+    sdcard_status night_mode flip wdr motion
+"""
+KNOWN_KEYS: frozenset[str] = frozenset(_KNOWN.split())
 
 
-# A key that looks like a value (a hex id, a long number) is not shown as a label.
-_VALUE_LIKE = re.compile(r"(^|[._])([0-9A-Fa-f]{8,}|[^.]*\d{6,}[^.]*)($|[.\[])")
-
-
-def label_safe(path: str) -> bool:
-    return _SAFE_NAME.match(path) is not None and _VALUE_LIKE.search(path) is None
+def undeclared_label(prefix: str, key: str) -> str:
+    """The label an undeclared key is counted under: never the raw key unless it is a known
+    name."""
+    return prefix + (key if key in KNOWN_KEYS else OTHER)
 
 
 class _RateLimitedLog:
@@ -140,17 +145,15 @@ class Events:
                 kind,
             )
 
-    def undeclared_key(self, product: str, kind: str, path: str) -> tuple[str, str, str]:
-        """The counter key an undeclared path is counted under (logged the first time)."""
+    def undeclared_key(
+        self, product: str, kind: str, prefix: str, key: str
+    ) -> tuple[str, str, str]:
+        """The counter key an undeclared key is counted under (logged the first time)."""
+        path = undeclared_label(prefix, key)
         names = self._undeclared_names[product, kind]
         if path not in names:
-            if len(names) >= MAX_UNDECLARED_NAMES or not label_safe(path):
-                path = OTHER
-            else:
-                names.add(path)
-                log.info(
-                    "undeclared field dropped product=%s kind=%s field=%s", product, kind, path
-                )
+            names.add(path)
+            log.info("undeclared field dropped product=%s kind=%s field=%s", product, kind, path)
         return (product, kind, path)
 
     # -- sinks, spool, source ---------------------------------------------------------------

@@ -45,6 +45,7 @@ RAW_SSID = "QZ-Home-WiFi-Schmidt"
 RAW_BSSID = "QZ:bssid:78:11:dc:00:00:01"
 RAW_TOKEN = "QZtoken0f1e2d3c4b5a69788796a5b4c3d2e1f0"
 
+MODEL = "zhimi.airpurifier.m1"
 FULL_INFO: dict[str, Any] = {
     "model": "zhimi.airpurifier.ma4",
     "mac": RAW_MAC,
@@ -225,6 +226,7 @@ def test_uid_int_and_str_give_one_pseudonym(engine: Engine) -> None:
         ("2001:4860:4860::8888", {"country": "US", "continent": "NA"}),
         ("193.99.144.80", {"country": "DE", "continent": "EU"}),
         ("202.108.22.5", {"country": "CN", "continent": "AS"}),
+        ("::ffff:81.2.69.142", {"country": "GB", "continent": "EU"}),  # IPv4-mapped IPv6
     ],
 )
 def test_public_ip_becomes_country_and_continent(
@@ -248,14 +250,15 @@ def test_public_ip_becomes_country_and_continent(
         "fe80::1a2b:3cff:fe4d:5e6f",
         "::1",
         "fd00::1",
+        "::ffff:192.168.1.10",
         "not-an-ip",
         "",
     ],
 )
 def test_private_or_invalid_ip_is_absent(engine: Engine, ip: str) -> None:
-    rec = record(process(engine, INFO, {"model": "m", "netif": {"localIp": ip, "gw": ip}}))
+    rec = record(process(engine, INFO, {"model": MODEL, "netif": {"localIp": ip, "gw": ip}}))
     assert "netif" not in rec.data
-    assert rec.data == {"model": "m"}
+    assert rec.data == {"model": MODEL}
 
 
 def test_position_rounded_to_default_precision(engine: Engine) -> None:
@@ -293,8 +296,8 @@ def test_pseudonyms_stable_within_a_product(engine: Engine) -> None:
 
 
 def test_device_pseudonym_differs_per_device(engine: Engine) -> None:
-    a = record(process(engine, f"miot/{PID}/dev-a/info", {"model": "m"}))
-    b = record(process(engine, f"miot/{PID}/dev-b/info", {"model": "m"}))
+    a = record(process(engine, f"miot/{PID}/dev-a/info", {"model": MODEL}))
+    b = record(process(engine, f"miot/{PID}/dev-b/info", {"model": MODEL}))
     assert a.device != b.device
 
 
@@ -358,14 +361,13 @@ def test_undeclared_fields_never_leave_and_are_counted(engine: Engine) -> None:
     assert b"mask" not in out
     assert set(rec.data["ap"]) == {"ssid", "bssid", "rssi"}
     u = engine.events.undeclared
-    assert u[PID, "info", "extra_top"] == 1
-    assert u[PID, "info", "wifi"] == 1  # an undeclared block counts once, by its own name
-    assert u[PID, "info", "ap.channel"] == 1
-    assert u[PID, "info", "ap.passwd"] == 1
-    assert u[PID, "info", "netif.mask"] == 1
-    assert (PID, "info", "wifi.passwd") not in u
+    # Keys outside the fixed vocabulary are counted under their declared parent, never named.
+    assert u[PID, "info", "_other"] == 2  # extra_top, and the wifi block once
+    assert u[PID, "info", "ap._other"] == 2  # channel, passwd
+    assert u[PID, "info", "netif.mask"] == 1  # a known miIO key keeps its name
+    assert not any("extra_top" in k[2] or "wifi" in k[2] for k in u)
     process(engine, INFO, payload)
-    assert u[PID, "info", "extra_top"] == 2
+    assert u[PID, "info", "_other"] == 4
 
 
 def test_undeclared_in_list_items_counted(engine: Engine) -> None:
@@ -377,11 +379,11 @@ def test_undeclared_in_list_items_counted(engine: Engine) -> None:
     assert b"QZchild1" not in encode(rec)
     u = engine.events.undeclared
     assert u[PID, "props", "params.children[].rssi"] == 1
-    assert u[PID, "props", "params.children[].x"] == 1
+    assert u[PID, "props", "params.children[]._other"] == 1
 
 
 def test_undeclared_value_shaped_key_is_not_a_label(engine: Engine) -> None:
-    record(process(engine, INFO, {"model": "m", "A4:C1:38:9F:2E:7B": 1}))
+    record(process(engine, INFO, {"model": MODEL, "A4:C1:38:9F:2E:7B": 1}))
     u = engine.events.undeclared
     assert u[PID, "info", OTHER] == 1
     assert not any("A4:C1" in key[2] for key in u)
@@ -391,7 +393,7 @@ def test_undeclared_value_shaped_key_is_not_a_label(engine: Engine) -> None:
 
 
 def test_consent_field_absent_without_consent_state(engine: Engine) -> None:
-    rec = record(process(engine, INFO, {"model": "m", "life": 42}))
+    rec = record(process(engine, INFO, {"model": MODEL, "life": 42}))
     assert "life" not in rec.data
     assert engine.events.fields[PID, "info", "life", "consent_drop"] == 1
 
@@ -400,20 +402,20 @@ def test_consent_toggle_on_lets_field_through() -> None:
     store = ConsentStore()
     store.set(PID, DEVICE, ConsentState(toggles=frozenset({"user_experience"})))
     eng = make_engine(consent=store)
-    rec = record(process(eng, INFO, {"model": "m", "life": 42}))
+    rec = record(process(eng, INFO, {"model": MODEL, "life": 42}))
     assert rec.data["life"] == 42
     assert eng.events.fields[PID, "info", "life", "keep"] == 1
     assert eng.events.fields[PID, "info", "life", "consent_drop"] == 0
-    # Another device of the same product has no consent state.
-    other = record(process(eng, f"miot/{PID}/other-device/info", {"life": 42}))
-    assert "life" not in other.data
+    # Another device of the same product has no consent state: nothing else declared is left.
+    other = rejection(process(eng, f"miot/{PID}/other-device/info", {"life": 42}))
+    assert other.reason == "nothing_declared"
 
 
 def test_consent_toggle_off_drops_field() -> None:
     store = ConsentStore()
     store.set(PID, DEVICE, ConsentState(toggles=frozenset()))
     eng = make_engine(consent=store)
-    rec = record(process(eng, INFO, {"model": "m", "life": 42}))
+    rec = record(process(eng, INFO, {"model": MODEL, "life": 42}))
     assert "life" not in rec.data
     assert eng.events.fields[PID, "info", "life", "consent_drop"] == 1
 
@@ -425,7 +427,9 @@ def test_consent_withdrawn_rejects() -> None:
     rej = rejection(process(eng, INFO, FULL_INFO))
     assert rej.reason == "consent_withdrawn"
     assert rej.product == PID
-    assert eng.events.rejected[PID, "info", "consent_withdrawn"] == 1
+    # Withdrawal is an outcome of its own, not a rejection: rejection alerts stay quiet.
+    assert eng.events.outcomes[PID, "info", "consent_withdrawn"] == 1
+    assert not eng.events.rejected
     # Even a payload that would not decode is refused for the withdrawal, not decoded.
     assert rejection(process(eng, INFO, b"not json")).reason == "consent_withdrawn"
 
@@ -437,22 +441,22 @@ REGION_TOPICS = TopicScheme("miot/{region}/{product}/{device}/{kind}")
 
 def test_region_registry_wins_over_topic_and_default() -> None:
     eng = make_engine(router=Router("us", {"dev-reg": "de"}), topics=REGION_TOPICS)
-    rec = record(process(eng, f"miot/us/{PID}/dev-reg/info", {"model": "m"}))
+    rec = record(process(eng, f"miot/us/{PID}/dev-reg/info", {"model": MODEL}))
     assert rec.region == "de"
 
 
 def test_region_topic_wins_over_default() -> None:
     eng = make_engine(router=Router("us", {"dev-reg": "de"}), topics=REGION_TOPICS)
-    rec = record(process(eng, f"miot/de/{PID}/dev-free/info", {"model": "m"}))
+    rec = record(process(eng, f"miot/de/{PID}/dev-free/info", {"model": MODEL}))
     assert rec.region == "de"
 
 
 def test_region_default_when_topic_has_none() -> None:
     eng = make_engine(router=Router("us", {"dev-reg": "de"}), topics=REGION_TOPICS)
-    rec = record(process(eng, f"miot//{PID}/dev-free/info", {"model": "m"}))
+    rec = record(process(eng, f"miot//{PID}/dev-free/info", {"model": MODEL}))
     assert rec.region == "us"
     plain = make_engine(router=Router("us"))
-    assert record(process(plain, INFO, {"model": "m"})).region == "us"
+    assert record(process(plain, INFO, {"model": MODEL})).region == "us"
 
 
 @pytest.mark.parametrize(
@@ -479,10 +483,32 @@ def test_region_not_named_by_policy_is_held(router: Router, topic: str) -> None:
 # -- commands -----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("method", ["set_power", "set_mode"])
-def test_command_allowed_methods(engine: Engine, method: str) -> None:
-    rec = record(process(engine, COMMAND, {"id": 7, "method": method, "params": ["on"]}))
-    assert rec.data == {"id": 7, "method": method, "params": ["on"]}
+@pytest.mark.parametrize(("method", "params"), [("set_power", ["on"]), ("set_mode", ["auto"])])
+def test_command_allowed_methods(engine: Engine, method: str, params: list[str]) -> None:
+    rec = record(process(engine, COMMAND, {"id": 7, "method": method, "params": params}))
+    assert rec.data == {"id": 7, "method": method, "params": params}
+
+
+@pytest.mark.parametrize(
+    ("params", "left", "field", "reason"),
+    [
+        (["auto", "fine", 101, True], ["auto", "fine", None, True], "params.2", "out_of_domain"),
+        (["turbo", "fine", 3, True], [None, "fine", 3, True], "params.0", "out_of_domain"),
+        (["auto", "fine", "3", True], ["auto", "fine", None, True], "params.2", "wrong_type"),
+        (["auto", ["x"], 3, False], ["auto", None, 3, False], "params.1", "wrong_type"),
+    ],
+)
+def test_command_param_outside_its_domain_drops_that_param(
+    engine: Engine, params: list[Any], left: list[Any], field: str, reason: str
+) -> None:
+    rec = record(process(engine, COMMAND, {"id": 7, "method": "set_mode", "params": params}))
+    assert rec.data["params"] == left
+    assert engine.events.fields[PID, "command", f"set_mode:{field}", reason] == 1
+
+
+def test_command_params_of_another_method_are_not_accepted(engine: Engine) -> None:
+    rec = record(process(engine, COMMAND, {"id": 7, "method": "set_power", "params": ["auto"]}))
+    assert "params" not in rec.data
 
 
 @pytest.mark.parametrize(
@@ -614,34 +640,6 @@ BAD_INPUT: list[tuple[str, str, bytes, str, str | None]] = [
     ("overlong utf8", INFO, b'{"model":"\xc0\xaf"}', "invalid_utf8", None),
     ("utf8 surrogate", INFO, b'{"model":"\xed\xa0\x80"}', "invalid_utf8", None),
     ("invalid utf8 in undeclared", INFO, b'{"zz":"\xff"}', "invalid_utf8", None),
-    ("str for int", INFO, b'{"ap":{"rssi":"strong"}}', "type_error", "ap.rssi"),
-    ("int for str", INFO, b'{"model":5}', "type_error", "model"),
-    ("float for id", INFO, b'{"uid":1.5}', "type_error", "uid"),
-    ("bool for id", INFO, b'{"uid":true}', "type_error", "uid"),
-    ("object for id", INFO, b'{"uid":{"x":1}}', "type_error", "uid"),
-    ("str for float", INFO, b'{"loc":{"lat":"52.5"}}', "type_error", "loc.lat"),
-    ("list for str", INFO, b'{"note":["a"]}', "type_error", "note"),
-    (
-        "str for bool",
-        PROPS,
-        b'{"params":{"children":[{"on":"yes"}]}}',
-        "type_error",
-        "params.children[].on",
-    ),
-    (
-        "int in list item",
-        PROPS,
-        b'{"params":{"children":[{"did":5}]}}',
-        "type_error",
-        "params.children[].did",
-    ),
-    (
-        "object in scalars",
-        COMMAND,
-        b'{"method":"set_mode","params":[1,{"a":1}]}',
-        "type_error",
-        "params",
-    ),
     ("too large", INFO, b'{"note":"' + b"x" * 70_000 + b'"}', "too_large", None),
     ("too large undeclared", INFO, b'{"zz":"' + b"x" * 65_536 + b'"}', "too_large", None),
     ("1000 nested arrays", INFO, _nested_arrays(1000), "too_deep", None),
@@ -697,22 +695,71 @@ def test_bad_input_is_a_counted_rejection(
     assert engine.events.received[PID, kind] == 1
 
 
+BAD_FIELDS: list[tuple[str, str, bytes, str]] = [
+    ("str for int", INFO, b'{"ap":{"rssi":"strong"}}', "ap.rssi"),
+    ("int for str", INFO, b'{"model":5}', "model"),
+    ("float for id", INFO, b'{"uid":1.5}', "uid"),
+    ("bool for id", INFO, b'{"uid":true}', "uid"),
+    ("object for id", INFO, b'{"uid":{"x":1}}', "uid"),
+    ("str for float", INFO, b'{"loc":{"lat":"52.5"}}', "loc.lat"),
+    ("list for str", INFO, b'{"note":["a"]}', "note"),
+    ("block of wrong type", INFO, b'{"ap":"QZ-not-an-object"}', "ap.rssi"),
+    ("str for bool", PROPS, b'{"params":{"children":[{"on":"yes"}]}}', "params.children[].on"),
+    ("int in list item", PROPS, b'{"params":{"children":[{"did":5}]}}', "params.children[].did"),
+]
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "field"),
+    [case[1:] for case in BAD_FIELDS],
+    ids=[case[0] for case in BAD_FIELDS],
+)
+def test_a_bad_field_drops_that_field_not_the_message(
+    engine: Engine, topic: str, payload: bytes, field: str
+) -> None:
+    kind = topic.rsplit("/", 1)[1]
+    good = b'{"id":3,' if kind == "props" else b'{"fw_ver":"1.2.4_16",'
+    rec = record(engine.process(topic, good + payload[1:], NOW))
+    assert rec.data.get("id" if kind == "props" else "fw_ver") is not None
+    leaf = field.rsplit(".", 1)[-1]
+    assert f'"{leaf}"'.encode() not in j(rec.data) or leaf == "id"
+    assert engine.events.fields[PID, kind, field, "wrong_type"] == 1
+    assert not engine.events.rejected
+    # Alone, the bad field leaves nothing declared: no record, counted as an outcome.
+    out = engine.process(topic, payload, NOW)
+    assert rejection(out).reason == "nothing_declared"
+    assert engine.events.outcomes[PID, kind, "nothing_declared"] == 1
+
+
+@pytest.mark.parametrize(
+    ("payload", "field", "reason"),
+    [
+        ({"ap": {"rssi": 31}}, "ap.rssi", "out_of_domain"),
+        ({"model": "zhimi airpurifier"}, "model", "out_of_domain"),
+        ({"fw_ver": "1.2.4_16 mac=BC:DD:C2:5E:77:0B"}, "fw_ver", "out_of_domain"),
+        ({"ap": {"rssi": 353_918_051_234_561}}, "ap.rssi", "out_of_domain"),  # an IMEI
+        ({"model": "zhimi.airpurifier.286c07a41b9e"}, "model", "identifier"),
+    ],
+)
+def test_a_value_outside_its_domain_drops_that_field(
+    engine: Engine, payload: dict[str, Any], field: str, reason: str
+) -> None:
+    rec = record(process(engine, INFO, {"note": "ok", **payload}))
+    assert field.rsplit(".", 1)[-1] not in j(rec.data).decode()
+    assert engine.events.fields[PID, "info", field, reason] == 1
+    out = encode(rec)
+    assert b"BC:DD" not in out and b"286c07" not in out and b"3539180" not in out
+
+
 def test_nesting_at_the_limit_is_accepted(engine: Engine) -> None:
     out = engine.process(INFO, _nested_objects(16), NOW)
-    assert isinstance(out, Record)
-    assert out.data == {}
+    assert rejection(out).reason == "nothing_declared"
 
 
 def test_type_error_does_not_carry_the_value(engine: Engine) -> None:
-    rej = rejection(process(engine, INFO, {"ap": {"rssi": "QZ-secret-rssi-value"}}))
-    assert rej.field == "ap.rssi"
-    assert b"QZ-secret" not in encode(rej)
-
-
-def test_block_of_wrong_type_is_a_type_error(engine: Engine) -> None:
-    rej = rejection(process(engine, INFO, {"ap": "QZ-not-an-object"}))
-    assert rej.reason == "type_error"
-    assert rej.field in (None, "ap")
+    rec = record(process(engine, INFO, {"fw_ver": "1.2.4_16", "ap": {"rssi": "QZ-secret-rssi"}}))
+    assert b"QZ-secret" not in encode(rec)
+    assert not any("QZ" in k[2] for k in engine.events.fields)
 
 
 @pytest.mark.parametrize(
@@ -723,7 +770,7 @@ def test_block_of_wrong_type_is_a_type_error(engine: Engine) -> None:
     ],
 )
 def test_unknown_product(engine: Engine, topic: str) -> None:
-    rej = rejection(process(engine, topic, {"model": "m"}))
+    rej = rejection(process(engine, topic, {"model": MODEL}))
     assert (rej.product, rej.kind, rej.reason) == (UNKNOWN, "info", "unknown_product")
     assert engine.events.rejected[UNKNOWN, "info", "unknown_product"] == 1
     assert not any("nosuch" in k[0] for k in engine.events.received)
@@ -731,7 +778,7 @@ def test_unknown_product(engine: Engine, topic: str) -> None:
 
 @pytest.mark.parametrize(("kind", "label"), [("telemetry", UNKNOWN), ("event", "event")])
 def test_unknown_kind(engine: Engine, kind: str, label: str) -> None:
-    rej = rejection(process(engine, f"miot/{PID}/{DEVICE}/{kind}", {"model": "m"}))
+    rej = rejection(process(engine, f"miot/{PID}/{DEVICE}/{kind}", {"model": MODEL}))
     assert (rej.product, rej.kind, rej.reason) == (PID, label, "undeclared_kind")
     assert engine.events.rejected[PID, label, "undeclared_kind"] == 1
 
@@ -750,13 +797,13 @@ def test_unknown_kind(engine: Engine, kind: str, label: str) -> None:
     ],
 )
 def test_bad_topic(engine: Engine, topic: str) -> None:
-    rej = rejection(process(engine, topic, {"model": "m"}))
+    rej = rejection(process(engine, topic, {"model": MODEL}))
     assert rej.reason == "bad_topic"
     assert sum(n for (_, _, r), n in engine.events.rejected.items() if r == "bad_topic") == 1
 
 
 def test_device_id_at_length_limit_is_accepted(engine: Engine) -> None:
-    record(process(engine, f"miot/{PID}/{'d' * 128}/info", {"model": "m"}))
+    record(process(engine, f"miot/{PID}/{'d' * 128}/info", {"model": MODEL}))
 
 
 # -- record id ----------------------------------------------------------------------------------
@@ -805,6 +852,6 @@ def test_reload_removes_and_adds_products(tmp_path: Path) -> None:
     b_dir = tmp_path / "b"
     write_policy(b_dir, "purifier-b")
     eng.reload(load_dir(b_dir))
-    assert rejection(process(eng, INFO, {"model": "m"})).reason == "unknown_product"
-    rec = record(process(eng, f"miot/purifier-b/{DEVICE}/info", {"model": "m"}))
+    assert rejection(process(eng, INFO, {"model": MODEL})).reason == "unknown_product"
+    rec = record(process(eng, f"miot/purifier-b/{DEVICE}/info", {"model": MODEL}))
     assert rec.product == "purifier-b"

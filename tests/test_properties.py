@@ -43,6 +43,8 @@ REASONS = frozenset(
         "duplicate_key",
         "type_error",
         "method_not_allowed",
+        "no_consent",
+        "nothing_declared",
     }
 )
 
@@ -121,8 +123,6 @@ def _leaf_value(data: st.DataObject, leaf: Leaf, ids: list[str]) -> Any:
     if data.draw(st.integers(0, 19)) == 0:  # sometimes anything, wrong types included
         return data.draw(arb_json)
     if f.category in IDENTIFIERS or f.category.startswith("secret."):
-        if f.type == "scalars":
-            return [_identifier(data, f.category, ids) for _ in range(data.draw(st.integers(0, 3)))]
         return _identifier(data, f.category, ids)
     if f.category in ("network.ip", "network.gateway"):
         return data.draw(ip_text)
@@ -137,9 +137,24 @@ def _leaf_value(data: st.DataObject, leaf: Leaf, ids: list[str]) -> Any:
         ),
         "bool": st.booleans(),
         "id": st.one_of(arb_text, st.integers(min_value=-(10**17), max_value=10**17)),
-        "scalars": st.lists(arb_scalar, max_size=5),
     }
     return data.draw(by_type[f.type])
+
+
+def _message(data: st.DataObject, kind: str, ids: list[str]) -> dict[str, Any]:
+    """A payload for one of the kind's shapes: with its method's name and params where the
+    kind carries methods (positional params as the list devices send)."""
+    plan = PLANS[kind]
+    if plan.shape is not None:
+        return _payload(data, plan.shape.root, ids)
+    name = data.draw(st.sampled_from(sorted(plan.methods)))
+    out = _payload(data, plan.methods[name].root, ids)
+    if data.draw(st.integers(0, 9)) > 0:
+        out["method"] = name
+    params = out.get("params")
+    if isinstance(params, dict) and all(k.isdigit() for k in params):
+        out["params"] = [params.get(str(i)) for i in range(len(params))]
+    return out
 
 
 def _payload(data: st.DataObject, node: Node, ids: list[str]) -> dict[str, Any]:
@@ -165,9 +180,11 @@ def _payload(data: st.DataObject, node: Node, ids: list[str]) -> dict[str, Any]:
 # -- what may leave -----------------------------------------------------------------------------
 
 
-# The oracle reads the policy file itself, not the compiled plan the engine runs.
+# The oracle reads the policy file itself, not the compiled plan the engine runs. A method's
+# positional params leave as one list, at `params`.
 FIELDS: dict[str, dict[str, Field]] = {
     kind: {f.path: f for f in rule.fields}
+    | {("params" if f.path[-1].isdigit() else f.path): f for m in rule.methods for f in m.params}
     for kind, rule in ENGINE.products[PID].loaded.policy.kinds.items()
 }
 PSEUDONYM = re.compile(r"^[0-9a-f]{32}$")
@@ -216,7 +233,7 @@ def _pseudonym_ok(category: str, x: Any) -> bool:
 def _value_ok(f: Field, v: Any) -> bool:
     """The shape each action leaves a value in."""
     if f.category in IDENTIFIERS:
-        return all(_pseudonym_ok(f.category, x) for x in (v if f.type == "scalars" else [v]))
+        return _pseudonym_ok(f.category, v)
     if f.category in ("network.ip", "network.gateway"):
         return isinstance(v, dict) and bool(v) and set(v) <= {"country", "continent"}
     if f.category == "location.precise":
@@ -264,7 +281,7 @@ def test_generated_payloads(data: st.DataObject) -> None:
     device = data.draw(distinctive)
     ids = [device]
     state = _consent(data, device)
-    payload = _payload(data, PLANS[kind].root, ids)
+    payload = _message(data, kind, ids)
     raw = msgspec.json.encode(payload)
     if data.draw(st.integers(0, 4)) == 0:  # sometimes damage it
         pos = data.draw(st.integers(0, max(len(raw) - 1, 0)))
@@ -286,7 +303,7 @@ def test_generator_reaches_records() -> None:
         # for the small ids Hypothesis likes to draw.
         device = "reach" + data.draw(distinctive)
         ids = [device]
-        payload = _payload(data, PLANS[kind].root, ids)
+        payload = _message(data, kind, ids)
         outcome = ENGINE.process(
             f"miot/{PID}/{device}/{kind}", msgspec.json.encode(payload), 1_700_000_000.0
         )

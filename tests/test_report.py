@@ -107,7 +107,7 @@ def metrics_text(policies: dict[str, LoadedPolicy]) -> bytes:
     _send(engine, "props", PROPS)
     _send(engine, "props", PROPS)
     _send(engine, "command", BAD_COMMAND)  # method_not_allowed
-    _send(engine, "info", TYPE_ERROR)  # type_error
+    _send(engine, "info", TYPE_ERROR)  # a field of the wrong type: dropped, nothing left
     _send(engine, "info", b'{"model": "x", "model": "y"}')  # duplicate_key
     _send(engine, "info", b"not json {")  # invalid_json
     _send(engine, "event", {"x": "event-value-8812"})  # undeclared_kind
@@ -192,7 +192,7 @@ def _section(page: str, product: str) -> str:
 def test_names_every_declared_field(report: str, policies: dict[str, LoadedPolicy]) -> None:
     sec = _section(report, "purifier")
     rows = list(policy_rows(policies["purifier"]))
-    assert len(rows) == 23
+    assert len(rows) == 27
     for r in rows:
         assert f"<code>{r['field']}</code>" in sec, r["field"]
         assert r["cite"] in sec
@@ -208,14 +208,15 @@ def test_unseen_drift_rejections_outcomes(report: str, policies: dict[str, Loade
     sec = _section(report, "purifier")
     never = sec[sec.index("Declared but never seen") : sec.index("Policy drift")]
     # Command fields: the only command was rejected, so they were never seen.
-    assert "<code>params</code>" in never
+    assert "<code>set_mode:params.0</code>" in never
     assert "<code>model</code>" not in never
     drift = sec[sec.index("Policy drift") :]
-    assert "<code>imei_secret</code>" in drift
-    assert "<code>params.wifi_psk</code>" in drift
+    # Undeclared keys are shown under their declared parent, never by their own name.
+    assert "<code>_other</code>" in drift
+    assert "<code>params._other</code>" in drift
+    assert "imei_secret" not in sec and "wifi_psk" not in sec
     for reason in (
         "method_not_allowed",
-        "type_error",
         "duplicate_key",
         "invalid_json",
         "undeclared_kind",
@@ -319,7 +320,7 @@ def test_fetches_url(
     page = out.read_text()
     _check(page)
     assert f"{base}/metrics" in page
-    assert "<code>imei_secret</code>" in page
+    assert "<code>_other</code>" in page
     for value in VALUES:
         assert value not in page
 

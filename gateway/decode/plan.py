@@ -1,30 +1,28 @@
-"""Compile one kind of a policy into a decode plan: msgspec types for the declared fields, and
-a tree the engine walks to apply each field's action.
+"""Compile one kind of a policy into a decode plan: msgspec types for the declared fields, with
+each field's value domain compiled into its type (msgspec `Meta`, `Literal`), and a tree the
+engine walks to apply each field's action.
 
 Everything a plan does not name is undeclared: it is never converted, never copied, only
-counted.
+counted. A kind that carries miIO RPC methods compiles one shape per method, with that
+method's own `params`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
 from gateway.policy.loader import PolicyError
-from gateway.policy.model import COARSEN_ONLY, IDENTIFIERS, Field, KindRule
+from gateway.policy.model import COARSEN_ONLY, IDENTIFIERS, Field, KindRule, positional_ok
 
-Scalar = str | int | float | bool | None
-
-_TYPES: dict[str, Any] = {
-    "str": str,
-    "int": int,
-    "float": float,
-    "bool": bool,
-    "id": int | str,
-    "scalars": list[Scalar],
-}
+_BASE: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "id": int | str}
+# Numbers this large can carry an IMEI or a MAC; a kept number with no declared bound is
+# checked against this at run time (`Leaf.scan`).
+NUMBER_BOUND = 10**10
+# What a field is counted as when its value cannot leave: a fixed vocabulary.
+INVALID_REASONS = ("wrong_type", "out_of_domain", "identifier")
 
 
 class PlanError(PolicyError):
@@ -46,18 +44,62 @@ def effective_action(f: Field) -> str:
     return f.action
 
 
+def domain_type(f: Field) -> Any:
+    """The field's wire type with its declared domain, checked inside msgspec's decoder."""
+    base = _BASE[f.type]
+    if f.type == "str":
+        if f.enum:
+            return Literal[tuple(f.enum)]
+        kw: dict[str, Any] = {}
+        if f.pattern is not None:
+            kw["pattern"] = f.pattern
+        if f.max_length is not None:
+            kw["max_length"] = f.max_length
+        return Annotated[str, msgspec.Meta(**kw)] if kw else str
+    if f.type in ("int", "float"):
+        kw = {}
+        if f.min is not None:
+            kw["ge"] = f.min
+        if f.max is not None:
+            kw["le"] = f.max
+        return Annotated[base, msgspec.Meta(**kw)] if kw else base
+    return base
+
+
+def _scan(f: Field, action: str) -> int:
+    """0: nothing to scan; 1: a string that can hold an identifier; 2: a number whose declared
+    domain does not rule an identifier out."""
+    if action != "keep":
+        return 0
+    if f.type == "str":
+        return 0 if f.enum else 1
+    if f.type in ("int", "float"):
+        lo, hi = f.min, f.max
+        bounded = lo is not None and hi is not None and max(abs(lo), abs(hi)) < NUMBER_BOUND
+        return 0 if bounded else 2
+    return 0
+
+
+Key = tuple[str, str, str, str]
+
+
 @dataclass(slots=True)
 class Leaf:
-    name: str
+    name: str  # wire key ("power"; "0" for a positional RPC argument)
+    attr: str  # attribute of the compiled Struct
     field: Field
     action: str
+    type: Any  # wire type with domain: what the decoder checks
+    base: Any  # wire type alone: tells a wrong type from a value outside the domain
     # Metric keys, built once so the hot path only bumps a dict entry.
-    count_key: tuple[str, str, str, str]
-    consent_key: tuple[str, str, str, str]
-    redact_key: tuple[str, str, str, str]
+    count_key: Key
+    consent_key: Key
+    redact_key: Key
+    invalid_keys: dict[str, Key]
     # Copied from `field` for the hot path: one attribute load instead of two.
     consent: str | None
     text: bool
+    scan: int
 
 
 @dataclass(slots=True)
@@ -65,6 +107,7 @@ class Node:
     name: str
     prefix: str  # wire path of this node plus '.', '' at the root
     is_list: bool = False
+    positional: bool = False  # miIO positional `params`: a list read as {"0": .., "1": ..}
     leaves: list[Leaf] = field(default_factory=list)
     nodes: list[Node] = field(default_factory=list)
     declared: frozenset[str] = frozenset()
@@ -74,12 +117,25 @@ class Node:
 
 
 @dataclass(slots=True)
+class Shape:
+    """One message layout: the kind's fields, plus one method's params where it has methods."""
+
+    root: Node
+    type: type[msgspec.Struct]
+    consent: str | None  # toggle the whole message needs (the kind's or the method's)
+    positional: bool  # `params` is a positional list
+
+
+@dataclass(slots=True)
 class Plan:
     product: str
     kind: str
-    root: Node
-    type: type[msgspec.Struct]
-    methods: frozenset[str]
+    shape: Shape | None  # the kind has no methods
+    methods: dict[str, Shape]  # method name -> its shape
+
+    @property
+    def shapes(self) -> list[Shape]:
+        return [self.shape] if self.shape is not None else list(self.methods.values())
 
 
 def _child(node: Node, name: str, is_list: bool, path: str) -> Node:
@@ -98,45 +154,89 @@ def _child(node: Node, name: str, is_list: bool, path: str) -> Node:
 def _seal(node: Node, type_name: str) -> type[msgspec.Struct]:
     fields: list[tuple[str, Any, Any]] = []
     for leaf in node.leaves:
-        fields.append((leaf.name, _TYPES[leaf.field.type] | None, None))
+        t = leaf.type if leaf.action != "drop" else Any  # a dropped value is never read
+        fields.append((leaf.attr, t | None, msgspec.field(default=None, name=leaf.name)))
     for sub in node.nodes:
         t = _seal(sub, f"{type_name}_{sub.name}")
-        fields.append((sub.name, (list[t] if sub.is_list else t) | None, None))  # type: ignore[valid-type]
-    node.declared = frozenset(name for name, _, _ in fields)
+        typ = list[t] if sub.is_list else t  # type: ignore[valid-type]
+        fields.append((sub.name, typ | None, None))
+    node.declared = frozenset(
+        [leaf.name for leaf in node.leaves] + [sub.name for sub in node.nodes]
+    )
     node.struct = msgspec.defstruct(type_name, fields, kw_only=True)
     return node.struct
 
 
-def compile_kind(product: str, kind: str, rule: KindRule) -> Plan:
+def _leaf(product: str, kind: str, label: str, name: str, f: Field) -> Leaf:
+    action = effective_action(f)
+    return Leaf(
+        name,
+        f"p{name}" if name.isdigit() else name,
+        f,
+        action,
+        domain_type(f),
+        _BASE[f.type],
+        (product, kind, label, action),
+        (product, kind, label, "consent_drop"),
+        (product, kind, label, "redact"),
+        {r: (product, kind, label, r) for r in INVALID_REASONS},
+        f.consent,
+        f.text,
+        _scan(f, action),
+    )
+
+
+def _shape(
+    product: str,
+    kind: str,
+    fields: list[tuple[Field, str]],
+    type_name: str,
+    consent: str | None,
+) -> Shape:
     root = Node("", "")
-    for f in rule.fields:
+    positional = False
+    for f, label in fields:
         *parents, last = f.path.split(".")
         if last.endswith("[]"):
-            raise PlanError(f"{f.path}: a leaf cannot be a list of objects; use type 'scalars'")
+            raise PlanError(f"{f.path}: a leaf cannot be a list; declare its items")
         node = root
         for seg in parents:
             node = _child(node, seg.removesuffix("[]"), seg.endswith("[]"), f.path)
+        if positional_ok(f.path):
+            node.positional = positional = True
         if last in {leaf.name for leaf in node.leaves} or last in {n.name for n in node.nodes}:
             raise PlanError(f"{f.path}: declared twice")
-        action = effective_action(f)
-        node.leaves.append(
-            Leaf(
-                last,
-                f,
-                action,
-                (product, kind, f.path, action),
-                (product, kind, f.path, "consent_drop"),
-                (product, kind, f.path, "redact"),
-                f.consent,
-                f.text,
-            )
-        )
+        node.leaves.append(_leaf(product, kind, label, last, f))
+    for n in root.nodes:
+        if n.positional and any(not leaf.name.isdigit() for leaf in n.leaves) | bool(n.nodes):
+            raise PlanError(f"{n.name}: positional and named params cannot be mixed")
+    return Shape(root, _seal(root, type_name), consent, positional)
+
+
+def compile_kind(product: str, kind: str, rule: KindRule) -> Plan:
     name = "".join(p.capitalize() for p in f"{product}-{kind}".replace("_", "-").split("-"))
-    typ = _seal(root, name)
-    return Plan(product, kind, root, typ, frozenset(rule.methods))
+    base = [(f, f.path) for f in rule.fields]
+    if not rule.methods:
+        return Plan(product, kind, _shape(product, kind, base, name, rule.consent), {})
+    methods: dict[str, Shape] = {}
+    for i, m in enumerate(rule.methods):
+        if m.name in methods:
+            raise PlanError(f"method {m.name!r} declared twice")
+        # In a method's shape `method` can only be that method's name: a one-value enum.
+        fields = [
+            (msgspec.structs.replace(f, enum=(m.name,)) if f.path == "method" else f, label)
+            for f, label in base
+        ]
+        fields += [(f, f"{m.name}:{f.path}") for f in m.params]
+        methods[m.name] = _shape(product, kind, fields, f"{name}M{i}", m.consent or rule.consent)
+    return Plan(product, kind, None, methods)
 
 
 def message_schema(plan: Plan) -> dict[str, Any]:
     """JSON Schema of the device message this plan accepts (undeclared keys are allowed on
-    the wire, and dropped)."""
-    return msgspec.json.schema(plan.type)
+    the wire, and dropped); one alternative per method."""
+    types = [s.type for s in plan.shapes]
+    if len(types) == 1:
+        return msgspec.json.schema(types[0])
+    _, defs = msgspec.json.schema_components(types, ref_template="#/$defs/{name}")
+    return {"anyOf": [{"$ref": f"#/$defs/{t.__name__}"} for t in types], "$defs": defs}

@@ -17,8 +17,10 @@ Kind = Literal["info", "props", "event", "command"]
 KINDS: tuple[Kind, ...] = ("info", "props", "event", "command")
 
 # Wire types a field may declare. "id" accepts an int or a string (miIO sends `uid`
-# both ways) and is normalised to a string, so a pseudonym does not depend on it.
-FieldType = Literal["str", "int", "float", "bool", "id", "scalars"]
+# both ways) and is normalised to a string, so a pseudonym does not depend on it. There is no
+# free list type: miIO RPC `params` lists are declared per method, item by item.
+FieldType = Literal["str", "int", "float", "bool", "id"]
+Example = str | int | float | bool
 
 # Closed vocabulary: a reviewer can grep every policy for one category.
 CATEGORIES: frozenset[str] = frozenset(
@@ -57,6 +59,8 @@ IDENTIFIERS: frozenset[str] = frozenset(
 COARSEN_ONLY: frozenset[str] = frozenset({"network.ip", "network.gateway", "location.precise"})
 
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\])?)*$")
+# Positional miIO RPC arguments of a method: `params.0`, `params.1`, ...
+_POSITIONAL = re.compile(r"^params\.(0|[1-9][0-9]?)$")
 _TOGGLE = re.compile(r"^[a-z][a-z0-9_]*$")
 REGIONS: frozenset[str] = frozenset({"cn", "us", "sg", "fr", "de", "in", "ru"})
 
@@ -72,18 +76,42 @@ class Field(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     cite: str
     # Consent toggle that must be on for this field to leave (opt-in).
     consent: str | None = None
-    # Free text: scanned for smuggled identifiers, which are redacted.
+    # Free text: identifiers found in it are replaced by a tag instead of dropping the field.
     text: bool = False
     # Decimal places kept when coarsening a position.
     precision: int = 1
+    # The value domain of a kept field, compiled into the decoder's types (msgspec Meta): a
+    # value outside it drops the field, never the message. Strings: `enum` or an anchored
+    # `pattern`, and `max_length`; numbers: `min` and `max`.
+    enum: tuple[str, ...] = ()
+    pattern: str | None = None
+    max_length: int | None = None
+    min: int | float | None = None
+    max: int | float | None = None
+    # Values real devices send, checked against the domain by `gateway check`.
+    examples: tuple[Example, ...] = ()
+
+
+class Method(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One miIO RPC method a kind may carry, with its own `params`: positional items
+    (`params.0`, `params.1`) or object fields (`params.power`), each with its type and domain."""
+
+    name: str
+    purpose: str
+    cite: str
+    params: tuple[Field, ...] = ()
+    # A toggle that must be on for any message of this method to leave.
+    consent: str | None = None
 
 
 class KindRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     purpose: str
     cite: str
     fields: tuple[Field, ...] = ()
-    # Allowed values of `method` for commands; empty means any declared method field.
-    methods: tuple[str, ...] = ()
+    # Allowed values of `method`, each with its params; empty: the kind carries no RPC method.
+    methods: tuple[Method, ...] = ()
+    # A toggle that must be on for any message of this kind to leave.
+    consent: str | None = None
 
 
 class Region(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -113,6 +141,10 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 def path_ok(path: str) -> bool:
     return _PATH.match(path) is not None
+
+
+def positional_ok(path: str) -> bool:
+    return _POSITIONAL.match(path) is not None
 
 
 def toggle_ok(name: str) -> bool:

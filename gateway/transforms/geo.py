@@ -23,6 +23,8 @@ def coarse_ip(value: str) -> dict[str, str] | None:
         ip = ipaddress.ip_address(value)
     except ValueError:
         return None
+    if ip.version == 6 and ip.ipv4_mapped is not None:  # ::ffff:81.2.69.142
+        ip = ip.ipv4_mapped
     if not ip.is_global:
         return None
     cc = iptocc.country_code(str(ip))

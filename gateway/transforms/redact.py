@@ -65,3 +65,15 @@ def redact(text: str) -> tuple[str, bool]:
     out = _IPV4.sub(_ipv4, out)
     out = _IMEI.sub(_imei, out)
     return out, out != text
+
+
+_BARE_MAC = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{12}(?![0-9A-Fa-f])")
+
+
+def contains_identifier(text: str) -> bool:
+    return redact(text)[1] or _BARE_MAC.search(text) is not None
+
+
+def identifier_int(n: int) -> bool:
+    """A JSON integer that could be an identifier: IMEI-length, a MAC or an EUI-64 as a number."""
+    return abs(n) >= 10**10
