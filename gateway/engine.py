@@ -26,6 +26,7 @@ from gateway.policy.loader import LoadedPolicy
 from gateway.policy.model import KINDS
 from gateway.route.router import Router
 from gateway.route.topics import TopicScheme
+from gateway.transforms.aggregate import Aggregator, Stats
 from gateway.transforms.fields import apply, carries_value, clean
 from gateway.transforms.pseudonymize import KeyRing, Pseudonymizer
 
@@ -75,6 +76,7 @@ class Engine:
         consent: ConsentView | None = None,
         limits: Limits | None = None,
         topics: TopicScheme | None = None,
+        stats: Aggregator | None = None,
     ) -> None:
         self.keys = keys
         self.router = router
@@ -82,6 +84,7 @@ class Engine:
         self.consent = consent
         self.limits = limits or Limits()
         self.topics = topics or TopicScheme()
+        self.stats = stats
         self._id_key = keys.derive("message-id")
         self.products = compile_products(policies, keys)
         self.events.policies_loaded({p: c.loaded.hash for p, c in self.products.items()})
@@ -146,17 +149,23 @@ class Engine:
             except msgspec.ValidationError:
                 return self._reject(pid, kind, "type_error")
         data: dict[str, Any] = {}
-        apply(shape.root, typed, product.pseudo, state, data, counts=counts)
+        countries: list[str] = []
+        apply(shape.root, typed, product.pseudo, state, data, counts=counts, countries=countries)
+        region = self.router.region(device, topic_region)
+        pseudonym = product.pseudo.pseudonym("device.id", device)
+        if countries and self.stats is not None and region in product.regions:
+            window = product.loaded.policy.aggregate_window_s
+            for c in countries:
+                self.stats.observe(pid, region, c, pseudonym, at=received, length=window)
         if not carries_value(data):
             return self._withhold(pid, kind, "nothing_declared")
-        region = self.router.region(device, topic_region)
         record = Record(
             id=blake2b(
                 topic.encode() + b"\x00" + payload, key=self._id_key, digest_size=16
             ).hexdigest(),
             product=pid,
             kind=kind,
-            device=product.pseudo.pseudonym("device.id", device),
+            device=pseudonym,
             region=region or "",
             received=datetime.fromtimestamp(received, UTC),
             policy=product.ref,
@@ -195,3 +204,10 @@ class Engine:
                             self._count_undeclared(sub, item, pid, kind)
             elif type(v) is dict:
                 self._count_undeclared(sub, v, pid, kind)
+
+    def stats_due(self, now: float) -> list[Stats]:
+        """Statistics of every `aggregate` window that has closed by `now`."""
+        if self.stats is None:
+            return []
+        refs = {pid: (p.ref, p.loaded.policy.k_anonymity) for pid, p in self.products.items()}
+        return self.stats.due(now, refs)

@@ -115,6 +115,12 @@ class Events:
         self.erasures = Counter(
             "gateway_erasure_requests", "Erasure requests sent", ["sink", "region"], registry=r
         )
+        self.stats_records = Counter(
+            "gateway_stats_records",
+            "Statistics records of closed aggregate windows",
+            ["product", "region", "outcome"],
+            registry=r,
+        )
         self.connected = Gauge(
             "gateway_source_connected", "1 while the MQTT source is connected", registry=r
         )
@@ -203,6 +209,13 @@ class Events:
     def consent_withdrawn(self, product: str) -> None:
         self.withdrawals.labels(product).inc()
         log.info("consent withdrawn product=%s: forwarding stopped, erasure requested", product)
+
+    def stats_emitted(self, product: str, region: str, sent: bool) -> None:
+        self.stats_records.labels(product, region, "sent" if sent else "no_sink").inc()
+        if not sent:
+            log.warning(
+                "statistics dropped: no sink for the region product=%s region=%s", product, region
+            )
 
     def erasure_sent(self, sink: str, region: str) -> None:
         self.erasures.labels(sink, region).inc()

@@ -37,6 +37,7 @@ from gateway.sinks.spooled import SpooledSink
 from gateway.sources.mqtt.source import Delivery, MqttSource
 from gateway.spool import Spool
 from gateway.telemetry_http import serve_http
+from gateway.transforms.aggregate import Aggregator, encode_stats
 from gateway.transforms.pseudonymize import KeyRing, load_or_create_master
 
 log = logging.getLogger("gateway.service")
@@ -82,6 +83,7 @@ class Gateway:
         self.policy_dir = Path(config.policies) if config.policies else DEFAULT_DIR
         self.consent = ConsentStore(self.state / "consent.json")
         registry = load_registry(Path(config.routing.registry)) if config.routing.registry else None
+        self.stats = Aggregator(self.keys.derive("aggregate"), self.state / "aggregate.log")
         self.engine = Engine(
             load_dir(self.policy_dir),
             self.keys,
@@ -90,6 +92,7 @@ class Gateway:
             consent=self.consent,
             limits=config.limits,
             topics=TopicScheme(config.source.topic_pattern),
+            stats=self.stats,
         )
         self.source = MqttSource(config.source, worker, self.events.source_connection)
         self.sinks: dict[str, SpooledSink] = {}
@@ -222,8 +225,23 @@ class Gateway:
                 self.events.message_outcome(r.product, r.kind, "forwarded")
         if held:
             self.held.write(held)
+        self.stats.sync()  # what the batch added to open statistics windows, before its acks
         for d in batch:
             self.source.ack(d)
+
+    def emit_stats(self) -> None:
+        """Statistics of closed `aggregate` windows, to the sink of their region."""
+        due = self.engine.stats_due(time.time())
+        if not due:
+            return
+        if not self.shadow:
+            for s in due:
+                sink = self.sink(s.region)
+                if sink is not None:
+                    rec = OutRecord(s.id, s.product, s.kind, s.region, encode_stats(s))
+                    self._commit(sink, [rec])
+                self.events.stats_emitted(s.product, s.region, sink is not None)
+        self.stats.emitted(due)
 
     def _loop(self) -> None:
         while not self._stop.is_set():
@@ -231,9 +249,10 @@ class Gateway:
                 self._reload.clear()
                 self.reload()
             batch = self._take()
-            if not batch:
-                continue
             try:
+                self.emit_stats()
+                if not batch:
+                    continue
                 self.process(batch)
             except SinkError:
                 return  # stopping while a sink refuses: the broker keeps the messages

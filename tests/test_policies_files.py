@@ -83,6 +83,8 @@ def _cites(policy: Policy) -> Iterator[str]:
                 yield field.cite
     if policy.withdrawal_cite:
         yield policy.withdrawal_cite
+    if policy.erasure_cite:
+        yield policy.erasure_cite
 
 
 def _seeds_dir() -> Path:
@@ -166,7 +168,7 @@ def test_identifiers_are_never_kept(policy: Policy) -> None:
 def test_coarsen_only_categories(policy: Policy) -> None:
     for kind, field in _fields(policy):
         if field.category in model.COARSEN_ONLY:
-            assert field.action in ("coarsen", "drop"), (kind, field.path)
+            assert field.action in ("coarsen", "aggregate", "drop"), (kind, field.path)
 
 
 def test_categories_and_paths_are_valid(policy: Policy) -> None:

@@ -15,7 +15,14 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from gateway.policy.loader import PolicyError
-from gateway.policy.model import COARSEN_ONLY, IDENTIFIERS, Field, KindRule, positional_ok
+from gateway.policy.model import (
+    AGGREGATE_ONLY,
+    COARSEN_ONLY,
+    IDENTIFIERS,
+    Field,
+    KindRule,
+    positional_ok,
+)
 
 _BASE: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "id": int | str}
 # Numbers this large can carry an IMEI or a MAC; a kept number with no declared bound is
@@ -38,8 +45,10 @@ def effective_action(f: Field) -> str:
     if f.category in IDENTIFIERS:
         return "pseudonymize" if f.action in ("keep", "pseudonymize") else "drop"
     if f.category in COARSEN_ONLY:
+        if f.action == "aggregate":
+            return "aggregate" if f.category in AGGREGATE_ONLY else "drop"
         return "coarsen" if f.action != "drop" else "drop"
-    if f.action in ("pseudonymize", "coarsen"):
+    if f.action in ("pseudonymize", "coarsen", "aggregate"):
         return "drop"
     return f.action
 

@@ -12,6 +12,7 @@ import msgspec
 from gateway.decode.plan import NUMBER_BOUND, domain_type, effective_action
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.model import (
+    AGGREGATE_ONLY,
     CATEGORIES,
     COARSEN_ONLY,
     IDENTIFIERS,
@@ -87,6 +88,12 @@ def lint(lp: LoadedPolicy) -> list[Finding]:
             if contains_identifier(m.name):
                 err(where, "a method name must not carry an identifier")
             _fields(where, m.params, params=True, err=err, cited=cited, toggles=toggles)
+    if p.k_anonymity < 2:
+        err("k_anonymity", "a statistics cell must hide at least 2 devices")
+    if p.aggregate_window_s < 1:
+        err("aggregate_window_s", "the statistics window must be at least one second")
+    if p.erasure_cite:
+        cited("erasure_cite", p.erasure_cite)
     if not p.withdrawal_cite.strip():
         warn("withdrawal_cite", "no clause cited for withdrawal of consent")
     return out
@@ -123,8 +130,10 @@ def _fields(
             err(where, "secrets never leave: action must be drop")
         if f.category in IDENTIFIERS and f.action not in ("pseudonymize", "drop"):
             err(where, "identifiers leave only pseudonymized")
-        if f.category in COARSEN_ONLY and f.action not in ("coarsen", "drop"):
-            err(where, "IP addresses and positions leave only coarsened")
+        if f.category in COARSEN_ONLY and f.action not in ("coarsen", "aggregate", "drop"):
+            err(where, "IP addresses and positions leave only coarsened or aggregated")
+        if f.action == "aggregate" and f.category not in AGGREGATE_ONLY:
+            err(where, f"aggregate applies to {sorted(AGGREGATE_ONLY)}, not {f.category!r}")
         if f.action == "pseudonymize" and f.category not in IDENTIFIERS:
             err(where, f"pseudonymize applies to identifiers, not {f.category!r}")
         if f.action == "coarsen" and f.category not in COARSEN_ONLY:

@@ -12,7 +12,7 @@ from typing import Literal
 
 import msgspec
 
-Action = Literal["keep", "pseudonymize", "coarsen", "drop"]
+Action = Literal["keep", "pseudonymize", "coarsen", "aggregate", "drop"]
 Kind = Literal["info", "props", "event", "command"]
 KINDS: tuple[Kind, ...] = ("info", "props", "event", "command")
 
@@ -57,6 +57,8 @@ IDENTIFIERS: frozenset[str] = frozenset(
 )
 # Categories that only leave coarsened (IPs as country + continent, positions rounded).
 COARSEN_ONLY: frozenset[str] = frozenset({"network.ip", "network.gateway", "location.precise"})
+# Categories that may leave only as statistics over devices (IP -> devices per country).
+AGGREGATE_ONLY: frozenset[str] = frozenset({"network.ip"})
 
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\])?)*$")
 # Positional miIO RPC arguments of a method: `params.0`, `params.1`, ...
@@ -137,6 +139,12 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     toggles: tuple[Toggle, ...] = ()
     # Withdrawal of consent stops all forwarding for the device; cite where the policy says so.
     withdrawal_cite: str = ""
+    # Where the text promises that withdrawal deletes the data: the gateway erases.
+    erasure_cite: str = ""
+    # `aggregate` fields: distinct devices are counted per window of this many seconds, and a
+    # count under `k_anonymity` is never emitted.
+    aggregate_window_s: int = 3600
+    k_anonymity: int = 10
 
 
 def path_ok(path: str) -> bool:

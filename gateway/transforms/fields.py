@@ -28,8 +28,10 @@ def apply(
     out: dict[str, Any],
     *,
     counts: Counts,
+    countries: list[str],
 ) -> None:
-    """Copy into `out` what may leave of the typed message `obj`, counting each field."""
+    """Copy into `out` what may leave of the typed message `obj`, counting each field;
+    `aggregate` values go to `countries`, never to `out`."""
     for leaf in node.leaves:
         v = getattr(obj, leaf.attr)
         if v is None:
@@ -64,6 +66,10 @@ def apply(
             c = _coarsen(leaf.field.category, v, leaf.field.precision)
             if c is not None:
                 out[leaf.name] = c
+        elif action == "aggregate":
+            c = coarse_ip(v) if isinstance(v, str) else None
+            if c is not None and "country" in c:
+                countries.append(c["country"])
     for sub in node.nodes:
         v = getattr(obj, sub.name)
         if v is None:
@@ -72,12 +78,12 @@ def apply(
             items: list[dict[str, Any]] = []
             for item in v:
                 d: dict[str, Any] = {}
-                apply(sub, item, ps, state, d, counts=counts)
+                apply(sub, item, ps, state, d, counts=counts, countries=countries)
                 items.append(d)
             out[sub.name] = items
         else:
             d = {}
-            apply(sub, v, ps, state, d, counts=counts)
+            apply(sub, v, ps, state, d, counts=counts, countries=countries)
             if d:
                 out[sub.name] = _positional(d) if sub.positional else d
 
