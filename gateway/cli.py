@@ -186,6 +186,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
         print("  ".join(c.ljust(w) for c, w in zip(cols, widths, strict=True)))
         for r in rows:
             print("  ".join(r[c].ljust(w) for c, w in zip(cols, widths, strict=True)))
+            if r["quote"]:
+                print(f"    # {r['quote']}")
         print()
     return 0
 

@@ -12,9 +12,11 @@ from gateway.engine import Engine
 from gateway.internal_events import OTHER, undeclared_label
 from gateway.policy.loader import LoadedPolicy
 from gateway.policy.model import Field
+from gateway.policy.quotes import comment_quotes
 
 
 def policy_rows(lp: LoadedPolicy) -> Iterator[dict[str, str]]:
+    quotes = comment_quotes(lp.path)
     for kind, rule in lp.policy.kinds.items():
         fields = [(f, f.path, rule.consent) for f in rule.fields]
         for m in rule.methods:
@@ -31,6 +33,11 @@ def policy_rows(lp: LoadedPolicy) -> Iterator[dict[str, str]]:
                 "consent": f.consent or gate or "",
                 "purpose": f.purpose,
                 "cite": f.cite,
+                # The file's own reasoning, quoting the text: the field's, else its method's
+                # or its kind's.
+                "quote": quotes.get((kind, label))
+                or quotes.get((kind, label.split(":", 1)[0]))
+                or quotes.get((kind, ""), ""),
             }
 
 

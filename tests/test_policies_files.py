@@ -15,6 +15,7 @@ import pytest
 
 from gateway.policy import model
 from gateway.policy.model import Field, Policy
+from gateway.policy.quotes import comment_quotes
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICY_DIR = ROOT / "policies"
@@ -219,3 +220,15 @@ def test_table_matches_seed_readme() -> None:
             names = [] if named == "none named" else [n.strip() for n in named.split(",")]
             rows[cells[0]] = frozenset(names)
     assert rows == dict(SEEDS.values())
+
+
+def test_every_forwarded_decision_quotes_the_text(policy: Policy) -> None:
+    """A comment right above each forwarded field and each method quotes the text it rests on
+    (`gateway explain` prints it beside the decision)."""
+    quotes = comment_quotes(POLICY_DIR / f"{policy.id}.toml")
+    for kind, rule in policy.kinds.items():
+        for f in rule.fields:
+            if f.action != "drop" and not f.category.startswith("secret."):
+                assert (kind, f.path) in quotes, (kind, f.path)
+        for m in rule.methods:
+            assert (kind, m.name) in quotes, (kind, m.name)

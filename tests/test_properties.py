@@ -7,6 +7,7 @@ uid, SSID, BSSID, token, device id, all drawn distinctive) appears in the encode
 
 from __future__ import annotations
 
+import logging
 import re
 import string
 from collections import Counter
@@ -16,6 +17,7 @@ from typing import Any
 import msgspec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from prometheus_client import generate_latest
 
 from gateway.consent.state import ConsentState, ConsentStore
 from gateway.decode.plan import Leaf, Node, Plan
@@ -343,3 +345,37 @@ def test_random_topics_never_raise(topic: str, raw: bytes) -> None:
     encode(outcome)
     if isinstance(outcome, Rejection):
         assert outcome.reason in REASONS
+
+
+ident_key = st.one_of(distinctive, mac_shaped, mac_shaped.map(lambda m: "tasmota_" + m[-8:]))
+
+
+@settings(
+    max_examples=100,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(data=st.data())
+def test_identifiers_in_keys_and_values_never_reach_metrics_or_logs(
+    data: st.DataObject, caplog: Any
+) -> None:
+    """Keys and values carrying identifiers (a map keyed by MAC, a hostname with a MAC tail)
+    are counted, but nothing of them is in a metric label or a log line."""
+    caplog.set_level(logging.DEBUG)
+    kind = data.draw(st.sampled_from(KINDS))
+    device = "keys" + data.draw(distinctive)
+    ids = [device]
+    payload = _message(data, kind, ids)
+    for _ in range(data.draw(st.integers(1, 4))):
+        key = data.draw(ident_key)
+        value = data.draw(st.one_of(distinctive, mac_shaped))
+        ids += [key, value]
+        target = payload
+        if data.draw(st.booleans()) and isinstance(payload.get("ap"), dict):
+            target = payload["ap"]
+        target[key] = {key: value} if data.draw(st.booleans()) else value
+    ENGINE.process(f"miot/{PID}/{device}/{kind}", msgspec.json.encode(payload), 1.7e9)
+    exposed = generate_latest(ENGINE.events.registry).decode() + caplog.text
+    for raw in ids:
+        for form in (raw, raw.lower(), raw.replace(":", "").replace("-", "").lower()):
+            assert form not in exposed.lower(), form

@@ -22,6 +22,7 @@ from gateway.policy.model import (
     positional_ok,
     toggle_ok,
 )
+from gateway.policy.quotes import comment_quotes
 from gateway.transforms.redact import contains_identifier, identifier_int
 
 
@@ -88,6 +89,13 @@ def lint(lp: LoadedPolicy) -> list[Finding]:
             if contains_identifier(m.name):
                 err(where, "a method name must not carry an identifier")
             _fields(where, m.params, params=True, err=err, cited=cited, toggles=toggles)
+    quotes = comment_quotes(lp.path)
+    for kind, rule in p.kinds.items():
+        unquoted = [f.path for f in rule.fields if effective_action(f) != "drop"]
+        unquoted += [m.name for m in rule.methods]
+        for label in unquoted:
+            if (kind, label) not in quotes:
+                warn(f"kinds.{kind}.{label}", "no comment above it quotes the text it rests on")
     if p.k_anonymity < 2:
         err("k_anonymity", "a statistics cell must hide at least 2 devices")
     if p.aggregate_window_s < 1:
