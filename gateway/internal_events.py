@@ -15,7 +15,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import CounterMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 log = logging.getLogger("gateway")
@@ -71,6 +71,8 @@ class Events:
         self.undeclared: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self._undeclared_names: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
         self._ratelog = _RateLimitedLog()
+        # The source broker's own counters ($SYS), as last published by it.
+        self.broker: dict[str, float] = {}
         self.registry.register(_HotCollector(self))
         r = self.registry
         self.sink_records = Counter(
@@ -191,6 +193,20 @@ class Events:
         elif self._ratelog.allow("source-down"):
             log.warning("mqtt source not connected: %s", detail)
 
+    def broker_stat(self, name: str, value: float) -> None:
+        before = self.broker.get(name)
+        self.broker[name] = value
+        if name == "messages_dropped" and before is not None and value > before:
+            log.error(
+                "the mqtt broker dropped %d messages (its queue limits): they are lost",
+                value - before,
+            )
+        elif name == "sessions_expired" and before is not None and value > before:
+            log.warning(
+                "the mqtt broker expired %d sessions; messages queued in them are discarded",
+                value - before,
+            )
+
     # -- control plane ----------------------------------------------------------------------
 
     def policies_loaded(self, hashes: dict[str, str]) -> None:
@@ -221,12 +237,42 @@ class Events:
         self.erasures.labels(sink, region).inc()
 
 
+# The source broker's $SYS values (mosquitto), present once the broker has published them.
+_BROKER_COUNTERS = (
+    (
+        "messages_dropped",
+        "gateway_broker_messages_dropped",
+        "Messages the source broker dropped (queue limits), as it reports under $SYS",
+    ),
+    (
+        "sessions_expired",
+        "gateway_broker_sessions_expired",
+        "Sessions the source broker expired, discarding what was queued in them ($SYS)",
+    ),
+)
+_BROKER_GAUGES = (
+    (
+        "stored_messages",
+        "gateway_broker_stored_messages",
+        "Messages the source broker holds: retained and queued for sessions ($SYS)",
+    ),
+    ("stored_bytes", "gateway_broker_stored_bytes", "Payload bytes of those messages ($SYS)"),
+)
+
+
 class _HotCollector(Collector):
     def __init__(self, ev: Events) -> None:
         self.ev = ev
 
-    def collect(self) -> Iterator[CounterMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         ev = self.ev
+        broker = dict(ev.broker)
+        for key, name, doc in _BROKER_COUNTERS:
+            if key in broker:
+                yield CounterMetricFamily(name, doc, value=broker[key])
+        for key, name, doc in _BROKER_GAUGES:
+            if key in broker:
+                yield GaugeMetricFamily(name, doc, value=broker[key])
         # list(d.items()) snapshots in one C call: the worker thread keeps counting meanwhile.
         yield _family(
             "gateway_messages_received",

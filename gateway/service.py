@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
-from gateway.config import GatewayConfig, SinkSpec, load_config
+from gateway.config import ConfigError, GatewayConfig, SinkSpec, load_config
 from gateway.consent.state import ConsentError, ConsentStore, parse_consent
 from gateway.engine import Engine
 from gateway.envelope import Held, Record, encode
@@ -94,7 +94,9 @@ class Gateway:
             topics=TopicScheme(config.source.topic_pattern),
             stats=self.stats,
         )
-        self.source = MqttSource(config.source, worker, self.events.source_connection)
+        self.source = MqttSource(
+            config.source, worker, self.events.source_connection, self.events.broker_stat
+        )
         self.sinks: dict[str, SpooledSink] = {}
         # <state>/worker-N/held/records.jsonl: enforced records no region may receive.
         self.held: Sink = FileSink(FileSinkConfig(dir=str(self.state)), "held")
@@ -226,8 +228,7 @@ class Gateway:
         if held:
             self.held.write(held)
         self.stats.sync()  # what the batch added to open statistics windows, before its acks
-        for d in batch:
-            self.source.ack(d)
+        self.source.ack_all(batch)
 
     def emit_stats(self) -> None:
         """Statistics of closed `aggregate` windows, to the sink of their region."""
@@ -351,6 +352,13 @@ def run_from_config(
     config = load_config(path)
     n = workers or config.workers
     shadow = shadow or config.shadow
+    if n > 1 and not config.source.shared:
+        # Workers split the load through a shared subscription, which mosquitto 2.0 does
+        # not restore after a restart: the operator has to choose that knowingly.
+        raise ConfigError(
+            f"{n} workers split the load through a shared subscription: set shared = true "
+            "under [source] (see gateway/sources/mqtt/README.md, broker restarts)"
+        )
     if worker_index is not None or n == 1:
         return run_worker(config, worker_index or 0, shadow, one_of_many=worker_index is not None)
     # Several processes, one per core: each joins the same shared subscription group.

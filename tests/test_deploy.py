@@ -251,6 +251,7 @@ def test_kubernetes_gateway_toml_loads() -> None:
     config = load_config(DEPLOY / "kubernetes" / "gateway.toml")
     assert config.metrics_listen.endswith(":9108")
     assert config.workers == 1
+    assert config.source.shared  # 3 replicas split the load
     assert config.source.group == "gateway"
     assert config.source.client_id == ""  # per replica: privacy-gateway-<pod name>
     assert config.state_dir == "/var/lib/privacy-gateway"

@@ -455,6 +455,7 @@ def test_two_workers_split_the_shared_subscription(
     tmp_path: Path, mosquitto: Mosquitto, publisher: Publisher
 ) -> None:
     cfg = _write_config(tmp_path, mosquitto.port)
+    cfg.write_text(cfg.read_text().replace("[source]", "[source]\nshared = true"))
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "run", "--config", str(cfg), "--workers", "2"],
         stdout=subprocess.DEVNULL,

@@ -20,7 +20,11 @@ class MqttSourceConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     port: int = 1883
     # "" = "privacy-gateway-<hostname>": replicas sharing one config get distinct sessions.
     client_id: str = ""  # the worker index is appended
-    group: str = "gateway"  # $share/<group>/...: processes in one group split the load
+    # false: one plain persistent subscription, kept by the broker across its restarts and
+    # while the gateway is away. true: $share/<group>/..., for replicas that split the load
+    # (mosquitto 2.0 forgets shared subscriptions on restart; see README.md).
+    shared: bool = False
+    group: str = "gateway"  # the shared subscription group, when shared = true
     topic_pattern: str = "miot/{product}/{device}/{kind}"
     keepalive_s: int = 30
     session_expiry_s: int = 3600  # persistent session: unacked messages wait for us
