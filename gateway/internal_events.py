@@ -94,6 +94,13 @@ class Events:
         self.spool_bytes = Gauge(
             "gateway_spool_bytes", "Bytes on disk in the spool", ["sink"], registry=r
         )
+        self.spool_damaged = Counter(
+            "gateway_spool_damaged",
+            "Damage found in a spool: quarantined frames, length fields, older segments, "
+            "head files; torn final frames cut off",
+            ["sink", "region", "damage"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "gateway_inflight_messages",
             "Messages received and not yet acknowledged",
@@ -181,6 +188,14 @@ class Events:
     def spool_depth(self, sink: str, records: int, nbytes: int) -> None:
         self.spool_records.labels(sink).set(records)
         self.spool_bytes.labels(sink).set(nbytes)
+
+    def spool_opened(self, sink: str, region: str, damage_kinds: Iterable[str]) -> None:
+        for what in damage_kinds:  # present at 0, so the first damage is an increase
+            self.spool_damaged.labels(sink, region, what)
+
+    def spool_damage(self, sink: str, region: str, what: str) -> None:
+        # The spool logs the file and offset itself.
+        self.spool_damaged.labels(sink, region, what).inc()
 
     def inflight_window(self, current: int, limit: int) -> None:
         self.inflight.set(current)

@@ -35,7 +35,7 @@ from gateway.sinks.file.config import FileSinkConfig
 from gateway.sinks.file.sink import FileSink
 from gateway.sinks.spooled import SpooledSink
 from gateway.sources.mqtt.source import Delivery, MqttSource
-from gateway.spool import Spool
+from gateway.spool import DAMAGE_KINDS, Spool
 from gateway.telemetry_http import serve_http
 from gateway.transforms.aggregate import Aggregator, encode_stats
 from gateway.transforms.pseudonymize import KeyRing, load_or_create_master
@@ -115,11 +115,13 @@ class Gateway:
             if spec is None:
                 return None
             name = f"{spec.type}-{region}"
+            self.events.spool_opened(spec.type, region, DAMAGE_KINDS)
             spool = Spool(
                 self.state / "spool" / name,
                 self.keys.derive(f"spool/{name}"),
                 self.config.spool.max_bytes,
                 self.config.spool.segment_bytes,
+                on_damage=functools.partial(self.events.spool_damage, spec.type, region),
             )
             sink = _make_sink(spec, region, self.worker if self.one_of_many else None)
             s = SpooledSink(sink, spool, self.config.spool.retry_s)

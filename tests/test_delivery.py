@@ -3,6 +3,9 @@ accepted is never lost across broker restarts, whatever the gateway's back-off."
 
 from __future__ import annotations
 
+import asyncio
+import json
+import os
 import threading
 import time
 import urllib.request
@@ -10,17 +13,30 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
+import nats
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
+from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import GatewayConfig, Routing
 from gateway.service import Gateway
 from gateway.sources.mqtt.config import MqttSourceConfig
+from gateway.spool.config import SpoolConfig
+from gateway.spool.spool import HEADER_BYTES, LEN
 from tests.proxy import TcpProxy
-from tests.servers import Mosquitto, free_port
-from tests.test_service import TEST_POLICIES, Publisher, config, records, wait_for
+from tests.servers import Mosquitto, NatsServer, free_port
+from tests.test_service import (
+    TEST_POLICIES,
+    Publisher,
+    _stream_count,
+    config,
+    nats_config,
+    records,
+    wait_for,
+)
 
 NO_MATCHING_SUBSCRIBERS = 0x10
 
@@ -324,3 +340,97 @@ def test_a_stopped_replica_keeps_its_share_until_its_session_expires(tmp_path: P
             gw.stop()
         pub.close()
         broker.stop()
+
+
+def stream_ids(url: str, stream: str = "GATEWAY") -> list[int]:
+    """The `data.id` of every record in the stream, in stream order (duplicates kept)."""
+
+    async def read() -> list[int]:
+        nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(stream)
+            out = []
+            for seq in range(info.state.first_seq, info.state.last_seq + 1):
+                msg = await js.get_msg(stream, seq)
+                if msg.data:
+                    out.append(int(json.loads(msg.data)["data"]["id"]))
+            return out
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def metric(gw: Gateway, name: str, **labels: str) -> float:
+    url = f"http://{gw.config.metrics_listen}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        text = r.read().decode()
+    for fam in text_string_to_metric_families(text):
+        for sample in fam.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0
+
+
+def test_a_damaged_spool_is_quarantined_and_everything_else_delivered(
+    tmp_path: Path, mosquitto: Mosquitto, nats_server: NatsServer
+) -> None:
+    """Real spool files damaged while the gateway is stopped: a flipped byte in a frame, an
+    older segment cut short, a garbage head file. The gateway starts, counts each, delivers
+    every other record, and new traffic flows behind them."""
+    cfg = nats_config(tmp_path, mosquitto, nats_server)
+    cfg = msgspec.structs.replace(cfg, spool=SpoolConfig(retry_s=0.2, segment_bytes=4096))
+    pub = Publisher(mosquitto.port)
+    gw = Gateway(cfg)
+    gw.start()
+    try:
+        wait_for(gw.is_ready, what="gateway connected")
+        time.sleep(0.3)
+        nats_server.stop()
+        ids = list(range(100, 160))  # same width: every frame the same size
+        for i in ids:
+            pub.send("miot/purifier/dev1/props", b'{"id":%d,"method":"props"}' % i)
+        wait_for(
+            lambda: "de" in gw.sinks and gw.sinks["de"].spooled_records == len(ids),
+            what="all spooled",
+        )
+    finally:
+        gw.stop()
+
+    spool = tmp_path / "state" / "worker-0" / "spool" / "nats-de"
+    segs = sorted(spool.glob("seg-*.spool"))
+    assert len(segs) >= 3
+    first = segs[0].read_bytes()
+    frame = LEN.unpack_from(first)[0] + HEADER_BYTES
+    per_segment = [p.stat().st_size // frame for p in segs]
+    assert all(p.stat().st_size == n * frame for p, n in zip(segs, per_segment, strict=True))
+    # 1. One flipped bit in the ciphertext of the second frame of the oldest segment.
+    data = bytearray(first)
+    data[frame + HEADER_BYTES + 7] ^= 0x10
+    segs[0].write_bytes(bytes(data))
+    # 2. The second segment (an older one) loses its last 5 bytes.
+    os.truncate(segs[1], segs[1].stat().st_size - 5)
+    # 3. The head file is garbage.
+    (spool / "head").write_bytes(b"\x00\x13garbage")
+    lost = {ids[1], ids[per_segment[0] + per_segment[1] - 1]}
+
+    nats_server.start()
+    gw = Gateway(cfg)
+    gw.start()
+    try:
+        wait_for(gw.is_ready, what="gateway restarted")
+        expected = [i for i in ids if i not in lost]
+        wait_for(lambda: _stream_count(nats_server.url) >= len(expected), timeout=30)
+        for what in ("frame", "segment", "head"):
+            got = metric(gw, "gateway_spool_damaged_total", sink="nats", region="de", damage=what)
+            assert got == 1, what
+        time.sleep(0.5)
+        for i in range(200, 205):  # new traffic flows
+            pub.send("miot/purifier/dev1/props", b'{"id":%d,"method":"props"}' % i)
+        wait_for(lambda: _stream_count(nats_server.url) == len(expected) + 5, timeout=30)
+        assert stream_ids(nats_server.url) == [*expected, *range(200, 205)]
+        assert len(list((spool / "quarantine").iterdir())) == 3
+    finally:
+        gw.stop()
+        pub.close()

@@ -5,6 +5,7 @@ Layout of ``dir``::
     seg-00000000000000000001.spool   append-only segment files, oldest first
     head                             {"v":1,"segment":N,"offset":M}: first unconsumed frame
     lock                             flock: one process per spool dir
+    quarantine/                      damaged bytes moved aside (still encrypted)
 
 Frame: ``len (4 bytes, big-endian) | nonce (12 random bytes) | ciphertext`` where ``len`` is
 the length of the ciphertext (msgpack-encoded record + 16-byte GCM tag). The AAD binds
@@ -13,8 +14,15 @@ within segments without failing authentication.
 
 Durability: ``append`` writes and fsyncs before returning; ``commit`` writes the head
 pointer via tmp + fsync + rename. A crash can leave a torn last frame (the file ends
-inside it): ``open`` cuts it off, since the append that wrote it never returned. Any
-other damage raises ``SpoolCorrupt`` naming the file and offset, never content.
+inside it): ``open`` cuts it off, since the append that wrote it never returned.
+
+Damage never stops the spool: a frame that fails authentication, a damaged length field,
+a truncated older segment are quarantined (the byte range is copied to
+``quarantine/<segment>.<start>-<end>`` and skipped; the next frame is found again by
+authenticating candidates), an unreadable or impossible head file is moved to
+``quarantine/`` and reading starts over at the oldest segment (duplicates, never loss).
+Each is counted (``damage``, and the ``on_damage`` callback) and logged with the file and
+offset, never content. Only the damaged frames are lost.
 
 Limits of the scheme: random 96-bit nonces allow about 2**32 frames per key, and
 dropping whole frames off the end of the newest segment is not detectable (there is no
@@ -33,8 +41,10 @@ import re
 import secrets
 import struct
 import threading
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
@@ -63,8 +73,17 @@ HEADER_BYTES = LEN.size + NONCE_BYTES
 MAX_CIPHERTEXT = 64 * 1024 * 1024  # a larger length field can only be damage
 _AAD_PREFIX = b"gateway-spool-v1\x00"
 _SEGMENT_RE = re.compile(r"^seg-(\d{20})\.spool$")
+# A length field <= MAX_CIPHERTEXT (0x04000000) starts with a byte <= 4: where a frame may
+# start again after damage.
+_LENGTH_START = re.compile(rb"[\x00-\x04]")
 HEAD_FILE = "head"
 LOCK_FILE = "lock"
+QUARANTINE_DIR = "quarantine"
+
+# What `damage` counts: a frame that failed authentication (or held no record), a damaged
+# length field, an older segment cut short, an unreadable or impossible head file, a torn
+# final frame cut off the newest segment (after a crash mid-append, or damage).
+DAMAGE_KINDS = ("frame", "length", "segment", "head", "torn_tail")
 
 
 class SpoolError(Exception):
@@ -76,7 +95,8 @@ class SpoolFull(SpoolError):
 
 
 class SpoolCorrupt(SpoolError):
-    """A frame on disk is damaged or was tampered with."""
+    """A frame on disk is damaged or was tampered with (quarantined, not raised, by the
+    public API)."""
 
 
 class _Head(msgspec.Struct, frozen=True):
@@ -88,8 +108,9 @@ class _Head(msgspec.Struct, frozen=True):
 @dataclass
 class _Segment:
     seq: int
-    size: int  # bytes on disk (all complete frames)
+    size: int  # bytes on disk (all complete frames and quarantined ranges)
     frames: int  # complete frames in the file, consumed or not
+    holes: dict[int, int] = field(default_factory=dict)  # quarantined ranges: start -> end
 
     @property
     def name(self) -> str:
@@ -113,6 +134,7 @@ class Spool:
         key: builtins.bytes,
         max_bytes: int,
         segment_bytes: int = DEFAULT_SEGMENT_BYTES,
+        on_damage: Callable[[str], None] | None = None,
     ) -> None:
         if len(key) != KEY_BYTES:
             raise ValueError(f"spool key must be {KEY_BYTES} bytes")
@@ -131,6 +153,8 @@ class Spool:
         self._tail_seq = 0  # segment the tail fd appends to
         self._lock_fd: int | None = None
         self._broken = False
+        self.damage: Counter[str] = Counter()  # DAMAGE_KINDS found by this instance
+        self._on_damage = on_damage
         self._open()
 
     # -- public API ------------------------------------------------------------------
@@ -187,7 +211,14 @@ class Spool:
                 try:
                     with _open_read(self.dir / seg.name) as fd:
                         while len(out) < n and off < seg.size:
-                            rec, size = self._read_frame(fd, seg, off)
+                            if off in seg.holes:
+                                off = seg.holes[off]
+                                continue
+                            try:
+                                rec, size = self._read_frame(fd, seg, off)
+                            except SpoolCorrupt:
+                                self._damaged_frame(seg, off)  # now a hole; read on past it
+                                continue
                             out.append(rec)
                             off += size
                 except OSError as exc:
@@ -213,12 +244,16 @@ class Spool:
                         continue
                     with _open_read(self.dir / seg.name) as fd:
                         while remaining and off < seg.size:
+                            if off in seg.holes:
+                                off = seg.holes[off]
+                                continue
                             off += self._frame_size(fd, seg, off)
                             index += 1
                             remaining -= 1
-                # A head at the end of a segment moves on to the next one; past the
-                # newest one the spool is empty and starts over in a fresh segment.
-                while i < len(segs) and off >= segs[i].size:
+                # A head at the end of a segment (or of its last hole) moves on to the next
+                # one; past the newest one the spool is empty and starts over in a fresh
+                # segment.
+                while i < len(segs) and segs[i].holes.get(off, off) >= segs[i].size:
                     i, off, index = i + 1, 0, 0
                 seq = segs[i].seq if i < len(segs) else segs[-1].seq + 1
                 self._write_head(seq, off)
@@ -262,24 +297,38 @@ class Spool:
         seqs = sorted(
             int(m.group(1)) for p in self.dir.iterdir() if (m := _SEGMENT_RE.match(p.name))
         )
-        head = self._read_head() or _Head(1, seqs[0] if seqs else 1, 0)
+        head = self._read_head()
+        if head is not None and not self._head_fits(head, seqs):
+            self._quarantine_head("points to no segment that could hold it")
+            head = None
+        if head is None:
+            head = _Head(1, seqs[0] if seqs else 1, 0)
         for seq in seqs:
             if seq < head.segment:
                 # Consumed; a crash came between the head update and the unlink.
                 (self.dir / _segment_name(seq)).unlink()
         live = [s for s in seqs if s >= head.segment]
-        self._segments = [self._scan(seq, last=k == len(live) - 1) for k, seq in enumerate(live)]
+        self._segments = [_Segment(seq, 0, 0) for seq in live]
+        for k, seg in enumerate(self._segments):
+            self._scan(seg, last=k == len(live) - 1)
         self._head_seq = head.segment
-        if live and live[0] == head.segment:
+        if live:  # live[0] is the head segment
             first = self._segments[0]
-            if head.offset > first.size:
-                raise SpoolCorrupt(f"spool head points past the end of {first.name}")
-            self._head_index = self._count_frames(first, head.offset)
-            self._head_off = head.offset
-        elif head.offset or live:
-            # Committed frames are fsynced before the head moves, so only damage or
-            # outside interference can remove the segment the head points into.
-            raise SpoolCorrupt(f"spool {self.dir}: head segment {head.segment} is missing")
+            index = self._count_frames(first, head.offset)
+            if index is None:
+                self._quarantine_head(f"offset {head.offset} is no frame start in {first.name}")
+                self._head_index, self._head_off = 0, 0
+            else:
+                self._head_index, self._head_off = index, head.offset
+
+    def _head_fits(self, head: _Head, seqs: list[int]) -> bool:
+        """A head names a segment that exists, or the one after the newest at offset 0 (the
+        spool ran empty, and a crash came before the consumed segments were unlinked).
+        Anything else would make recovery delete unconsumed segments, or skip records of a
+        segment: damage. With no segment at all, any offset but 0 is damage too."""
+        if not seqs:
+            return head.offset == 0
+        return head.segment in seqs or (head.segment == seqs[-1] + 1 and head.offset == 0)
 
     def _read_head(self) -> _Head | None:
         path = self.dir / HEAD_FILE
@@ -290,27 +339,43 @@ class Spool:
         try:
             head = msgspec.json.decode(raw, type=_Head)
         except msgspec.DecodeError:
-            raise SpoolCorrupt(f"spool {self.dir}: head file is unreadable") from None
+            self._quarantine_head("unreadable")
+            return None
         if head.v != 1 or head.segment < 1 or head.offset < 0:
-            raise SpoolCorrupt(f"spool {self.dir}: head file has invalid values")
+            self._quarantine_head("invalid values")
+            return None
         return head
 
-    def _scan(self, seq: int, last: bool) -> _Segment:
-        """Count complete frames; cut a torn final frame off the newest segment."""
-        seg = _Segment(seq, 0, 0)
+    def _quarantine_head(self, why: str) -> None:
+        """Move the head file aside: reading starts over at the oldest segment, so records
+        already delivered may be delivered again (the sinks' dedupe key), none is lost."""
+        qdir = self._quarantine_dir()
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(self.dir / HEAD_FILE, qdir / f"{HEAD_FILE}.{time.time_ns()}")
+        fsync_dir(self.dir)
+        self._count_damage("head", f"head file {why}: moved aside, reading from the oldest segment")
+
+    def _scan(self, seg: _Segment, last: bool) -> None:
+        """(Re)count the frames of ``seg`` from its file. Damaged ranges become holes, with
+        their bytes quarantined; a torn final frame of the newest segment is cut off."""
         path = self.dir / seg.name
         data = path.read_bytes()
-        off = 0
+        off = frames = 0
         while off < len(data):
-            torn = len(data) - off < HEADER_BYTES
-            if not torn:
-                (clen,) = LEN.unpack_from(data, off)
-                if not TAG_BYTES <= clen <= MAX_CIPHERTEXT:
-                    raise SpoolCorrupt(f"spool frame has an invalid length: {seg.name} at {off}")
-                torn = off + HEADER_BYTES + clen > len(data)
-            if torn:
-                if not last:
-                    raise SpoolCorrupt(f"spool segment is truncated: {seg.name} at {off}")
+            if off in seg.holes:
+                off = seg.holes[off]
+                continue
+            size = _frame_at(data, off)
+            if size is not None:
+                off += size
+                frames += 1
+                continue
+            torn = _torn_at(data, off)
+            nxt = self._resync(seg, data, off)
+            if nxt < len(data):  # frames follow: the framing was damaged here
+                self._quarantine(seg, data, off, nxt, "length")
+                off = nxt
+            elif last and torn:
                 log.warning(
                     "spool: cutting a torn final frame (%d bytes) off %s at %d",
                     len(data) - off,
@@ -323,23 +388,90 @@ class Spool:
                     os.fsync(fd)
                 finally:
                     os.close(fd)
-                break
-            off += HEADER_BYTES + clen
-            seg.frames += 1
-        seg.size = off
-        return seg
+                data = data[:off]
+                self._count_damage("torn_tail", f"{seg.name} at {off}: torn final frame cut off")
+            else:  # an older segment cut short, or a damaged last length field
+                self._quarantine(seg, data, off, len(data), "segment" if torn else "length")
+                off = len(data)
+        seg.size = len(data)
+        seg.frames = frames
 
-    def _count_frames(self, seg: _Segment, upto: int) -> int:
-        """Frames before ``upto``; ``upto`` must be a frame boundary."""
+    def _count_frames(self, seg: _Segment, upto: int) -> int | None:
+        """Frames before ``upto``; None if ``upto`` is no frame boundary."""
         count = 0
         off = 0
         with _open_read(self.dir / seg.name) as fd:
-            while off < upto:
+            while off < min(upto, seg.size):
+                if off in seg.holes:
+                    off = seg.holes[off]
+                    continue
                 off += self._frame_size(fd, seg, off)
                 count += 1
-        if off != upto:
-            raise SpoolCorrupt(f"spool head is not on a frame boundary: {seg.name} at {upto}")
-        return count
+        return count if off == upto else None
+
+    # -- damage (lock held) ------------------------------------------------------------
+
+    def _damaged_frame(self, seg: _Segment, off: int) -> None:
+        """The frame at ``off`` failed authentication, held no record, or its length is
+        no longer plausible: quarantine it (up to the next authentic frame) and recount."""
+        data = (self.dir / seg.name).read_bytes()
+        size = _frame_at(data, off)
+        end = off + size if size is not None else -1
+        # The damage may be in the length field too: its end counts only if an authentic
+        # frame starts there (or the file ends there).
+        if not (end == len(data) or (0 < end < len(data) and self._authentic(seg, data, end))):
+            end = self._resync(seg, data, off)
+        # max(): the file may have shrunk below `off` under us; the hole must move us on.
+        self._quarantine(seg, data, off, max(end, off + 1), "frame")
+        self._scan(seg, last=seg is self._segments[-1])
+        if seg.seq == self._head_seq and self._segments and seg is self._segments[0]:
+            self._head_index = self._count_frames(seg, self._head_off) or 0
+
+    def _resync(self, seg: _Segment, data: builtins.bytes, start: int) -> int:
+        """Offset of the first authentic frame after ``start``, or the end of ``data``."""
+        for m in _LENGTH_START.finditer(data, start + 1):
+            p = m.start()
+            if self._authentic(seg, data, p):
+                return p
+        return len(data)
+
+    def _authentic(self, seg: _Segment, data: builtins.bytes, off: int) -> bool:
+        size = _frame_at(data, off)
+        if size is None:
+            return False
+        nonce = data[off + LEN.size : off + HEADER_BYTES]
+        try:
+            self._aead.decrypt(nonce, data[off + HEADER_BYTES : off + size], _aad(seg.name, off))
+        except InvalidTag:
+            return False
+        return True
+
+    def _quarantine(
+        self, seg: _Segment, data: builtins.bytes, start: int, end: int, what: str
+    ) -> None:
+        """Skip ``[start, end)`` of ``seg`` from now on; its bytes (still encrypted) go to
+        ``quarantine/``, once: damage found again after a restart is not counted again."""
+        seg.holes[start] = end
+        qdir = self._quarantine_dir()
+        path = qdir / f"{seg.name}.{start}-{end}"
+        if path.exists():
+            return
+        try:
+            replace_file(path, data[start:end])
+        except OSError as exc:
+            log.error("spool: could not write %s: %s", path, exc.strerror)
+        self._count_damage(what, f"{seg.name} bytes {start}-{end} quarantined to {qdir.name}/")
+
+    def _quarantine_dir(self) -> Path:
+        qdir = self.dir / QUARANTINE_DIR
+        qdir.mkdir(mode=0o700, exist_ok=True)
+        return qdir
+
+    def _count_damage(self, what: str, detail: str) -> None:
+        self.damage[what] += 1
+        log.error("spool %s: damaged (%s): %s", self.dir, what, detail)
+        if self._on_damage is not None:
+            self._on_damage(what)
 
     # -- internals (lock held) -------------------------------------------------------
 
@@ -455,6 +587,25 @@ class Spool:
 
     def _write_head(self, seq: int, off: int) -> None:
         replace_file(self.dir / HEAD_FILE, msgspec.json.encode(_Head(1, seq, off)))
+
+
+def _frame_at(data: bytes, off: int) -> int | None:
+    """Size of a complete frame with a plausible length at ``off``, else None."""
+    if len(data) - off < HEADER_BYTES:
+        return None
+    (clen,) = LEN.unpack_from(data, off)
+    if not TAG_BYTES <= clen <= MAX_CIPHERTEXT or off + HEADER_BYTES + clen > len(data):
+        return None
+    return HEADER_BYTES + int(clen)
+
+
+def _torn_at(data: bytes, off: int) -> bool:
+    """The file ends inside the frame at ``off`` (a header cut short, or a plausible length
+    that reaches past the end)."""
+    if len(data) - off < HEADER_BYTES:
+        return True
+    clen: int = LEN.unpack_from(data, off)[0]
+    return TAG_BYTES <= clen <= MAX_CIPHERTEXT and off + HEADER_BYTES + clen > len(data)
 
 
 def _aad(segment_name: str, offset: int) -> bytes:
