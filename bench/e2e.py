@@ -1232,7 +1232,7 @@ def _limit_table(summaries: Sequence[Summary]) -> list[str]:
     if limit is None:
         return []
     lines = [
-        f"Against the limit ({LABELS[LIMIT]}), medians over rounds:",
+        f"Against the limit (`{LIMIT}`), medians over rounds:",
         "",
         "| contender | msgs/s | vs the limit | CPU us/msg | CPU vs the limit | peak RSS MiB |",
         "|---|--:|--:|--:|--:|--:|",

@@ -35,7 +35,7 @@ COLOURS = {
     "nodered": "#8f2d56",
 }
 SHORT = {
-    "c-relay": "C relay (the limit)",
+    "c-relay": "C relay (limit)",
     "raw": "raw relay",
     "raw-aiomqtt": "raw relay (aiomqtt)",
     "naive": "naive relay",
