@@ -30,6 +30,7 @@ struct pending {
 static struct pending *ring;
 static size_t ring_cap, ring_head, ring_count;
 static size_t slot_of_mid[65536];
+static uint8_t tracked[65536]; /* mid of a QoS1 copy whose source ack waits for it */
 static unsigned char outbuf[1 << 16];
 static size_t out_len;
 static int up_connected;
@@ -49,6 +50,10 @@ static void on_publish(struct mosquitto *m, void *u, int mid)
 {
 	(void)m;
 	(void)u;
+	if (!tracked[mid & 0xFFFF]) {
+		return; /* libmosquitto also reports QoS0 sends here */
+	}
+	tracked[mid & 0xFFFF] = 0;
 	ring[slot_of_mid[mid & 0xFFFF]].acked = 1;
 	while (ring_count > 0 && ring[ring_head].acked) {
 		uint16_t pid = ring[ring_head].src_pid;
@@ -217,7 +222,8 @@ static void relay_input(struct mosquitto *up, const char *prefix)
 		memcpy(topic_out + plen, slash ? slash + 1 : topic, rest);
 		topic_out[plen + rest] = '\0';
 		int mid = 0;
-		int rc = mosquitto_publish(up, &mid, topic_out, (int)(len - off), b + off, 1, false);
+		int rc = mosquitto_publish(up, &mid, topic_out, (int)(len - off), b + off,
+					   qos ? 1 : 0, false);
 		if (rc != MOSQ_ERR_SUCCESS) {
 			die("relay: upstream publish: %s", mosquitto_strerror(rc));
 		}
@@ -226,6 +232,7 @@ static void relay_input(struct mosquitto *up, const char *prefix)
 			ring[slot].src_pid = pid;
 			ring[slot].acked = 0;
 			slot_of_mid[mid & 0xFFFF] = slot;
+			tracked[mid & 0xFFFF] = 1;
 			ring_count++;
 		}
 	}
