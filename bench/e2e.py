@@ -2,13 +2,17 @@
 
     .venv/bin/python bench/e2e.py --n 20000 --rounds 3
 
-Contenders (see bench/README.md): ``raw`` (paho relay, no processing: the limit),
-``raw-aiomqtt`` (the same relay with aiomqtt, asyncio), ``naive`` (paho + json +
-allowlist), ``gateway-mqtt`` and ``gateway-file`` (``python -m gateway run`` with full
-enforcement, MQTT or file sink), ``nodered`` (Node-RED 4.1.8, mqtt-in -> function ->
-mqtt-out). Every trial gets a fresh mosquitto on a free 127.0.0.1 port and a fresh
-contender process; rounds are interleaved (the order rotates each round) and the report
-gives medians over rounds.
+Contenders (see bench/README.md): ``c-relay`` (C on libmosquitto, acks after the upstream
+PUBACK, window 100: the limit, every report gives the others' ratios to it), ``raw`` (paho
+relay, no processing), ``raw-aiomqtt`` (the same relay with aiomqtt, asyncio), ``naive``
+(paho + json + allowlist), ``gateway-mqtt`` and ``gateway-file`` (``python -m gateway
+run`` with full enforcement, MQTT or file sink), ``nodered`` (Node-RED 4.1.8, mqtt-in ->
+function -> mqtt-out). Every trial gets a fresh mosquitto on a free 127.0.0.1 port and a
+fresh contender process; rounds are interleaved (the order rotates each round) and the
+report gives medians over rounds.
+
+The C relay, publisher and subscriber (bench/c/*.c) are compiled at the start of a run into
+bench/c/build (gitignored); libmosquitto-dev is installed with apt-get if it is missing.
 
 One trial: start broker and contender; warm up until records come out; then
 
@@ -16,6 +20,10 @@ One trial: start broker and contender; warm up until records come out; then
   one subscriber process (or, for the file sink, a file tailer) records when each arrives;
 * paced phase: ``--paced-n`` messages at ``--paced-rate`` msg/s, for latency below
   saturation (at saturation latency is mostly queueing in the broker).
+
+After the rounds: the crash test (``--crash-n``: kill -9 of gateway-mqtt mid-stream, a
+restart, lost records counted: must be 0) and the backlog test (``--backlog-n``: peak RSS
+while a contender drains a backlog the broker queued while it was paused).
 
 Messages are the simulated fleet (gateway.fleet.stream over the shipped policies) with the
 miIO ``id`` field set to a sequence number. No policy keeps ``id``, so gateway records are
