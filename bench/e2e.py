@@ -2,13 +2,17 @@
 
     .venv/bin/python bench/e2e.py --n 20000 --rounds 3
 
-Contenders (see bench/README.md): ``raw`` (paho relay, no processing: the limit),
-``raw-aiomqtt`` (the same relay with aiomqtt, asyncio), ``naive`` (paho + json +
-allowlist), ``gateway-mqtt`` and ``gateway-file`` (``python -m gateway run`` with full
-enforcement, MQTT or file sink), ``nodered`` (Node-RED 4.1.8, mqtt-in -> function ->
-mqtt-out). Every trial gets a fresh mosquitto on a free 127.0.0.1 port and a fresh
-contender process; rounds are interleaved (the order rotates each round) and the report
-gives medians over rounds.
+Contenders (see bench/README.md): ``c-relay`` (C on libmosquitto, acks after the upstream
+PUBACK, window 100: the limit, every report gives the others' ratios to it), ``raw`` (paho
+relay, no processing), ``raw-aiomqtt`` (the same relay with aiomqtt, asyncio), ``naive``
+(paho + json + allowlist), ``gateway-mqtt`` and ``gateway-file`` (``python -m gateway
+run`` with full enforcement, MQTT or file sink), ``nodered`` (Node-RED 4.1.8, mqtt-in ->
+function -> mqtt-out). Every trial gets a fresh mosquitto on a free 127.0.0.1 port and a
+fresh contender process; rounds are interleaved (the order rotates each round) and the
+report gives medians over rounds.
+
+The C relay, publisher and subscriber (bench/c/*.c) are compiled at the start of a run into
+bench/c/build (gitignored); libmosquitto-dev is installed with apt-get if it is missing.
 
 One trial: start broker and contender; warm up until records come out; then
 
@@ -16,6 +20,10 @@ One trial: start broker and contender; warm up until records come out; then
   one subscriber process (or, for the file sink, a file tailer) records when each arrives;
 * paced phase: ``--paced-n`` messages at ``--paced-rate`` msg/s, for latency below
   saturation (at saturation latency is mostly queueing in the broker).
+
+After the rounds: the crash test (``--crash-n``: kill -9 of gateway-mqtt mid-stream, a
+restart, lost records counted: must be 0) and the backlog test (``--backlog-n``: peak RSS
+while a contender drains a backlog the broker queued while it was paused).
 
 Messages are the simulated fleet (gateway.fleet.stream over the shipped policies) with the
 miIO ``id`` field set to a sequence number. No policy keeps ``id``, so gateway records are
@@ -27,6 +35,7 @@ gateway forwards (the rest are held: smartmi's policy names no region).
 from __future__ import annotations
 
 import argparse
+import array
 import contextlib
 import datetime as dt
 import importlib.util
@@ -42,6 +51,7 @@ import select
 import shutil
 import signal
 import statistics
+import struct
 import subprocess
 import sys
 import tempfile
@@ -64,9 +74,22 @@ NODERED = BENCH / "nodered"
 NODERED_JS = NODERED / "node_modules" / "node-red" / "red.js"
 RESULTS_MD = BENCH / "RESULTS.md"
 DATA_BEGIN = "```json e2e-data"
+C_SRC = BENCH / "c"
+C_BUILD = C_SRC / "build"  # gitignored (bench/c/.gitignore)
+C_PROGRAMS = ("relay", "pub", "sub")
 
-CONTENDERS = ("raw", "raw-aiomqtt", "naive", "gateway-mqtt", "gateway-file", "nodered")
+CONTENDERS = (
+    "c-relay",
+    "raw",
+    "raw-aiomqtt",
+    "naive",
+    "gateway-mqtt",
+    "gateway-file",
+    "nodered",
+)
+LIMIT = "c-relay"
 LABELS = {
+    "c-relay": "C relay (libmosquitto, window 100): the limit",
     "raw": "raw relay (paho, no processing)",
     "raw-aiomqtt": "raw relay (aiomqtt, asyncio)",
     "naive": "naive relay (paho + json + allowlist)",
@@ -76,6 +99,75 @@ LABELS = {
 }
 KeyMode = Literal["seq", "record"]
 PUBLISH_WINDOW = 30000  # unacknowledged publishes at most (< 65535 packet ids)
+
+
+# -- the C programs: built here, at bench time -----------------------------------------------
+
+
+class SetupError(Exception):
+    """The bench cannot prepare what it needs; the message is one line."""
+
+
+def _compiles(gcc: str, source: str) -> bool:
+    res = subprocess.run(
+        [gcc, "-x", "c", "-fsyntax-only", "-"],
+        input=source.encode(),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return res.returncode == 0
+
+
+def _install_libmosquitto_dev() -> None:
+    """apt-get install libmosquitto-dev, as root; says so first."""
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise SetupError("libmosquitto-dev is missing and there is no apt-get to install it")
+    if os.geteuid() != 0:
+        raise SetupError(
+            "libmosquitto-dev is missing: install it as root (apt-get install libmosquitto-dev)"
+        )
+    print("bench: libmosquitto-dev is missing: installing it with apt-get", flush=True)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = [apt, "install", "-y", "-q", "--no-install-recommends", "libmosquitto-dev"]
+    res = subprocess.run(cmd, capture_output=True, env=env, timeout=600, check=False)
+    if res.returncode != 0:  # perhaps stale package lists: refresh them once
+        subprocess.run(
+            [apt, "update", "-q"], capture_output=True, env=env, timeout=600, check=False
+        )
+        res = subprocess.run(cmd, capture_output=True, env=env, timeout=600, check=False)
+    if res.returncode != 0:
+        why = (res.stderr or res.stdout).decode(errors="replace").strip().splitlines()
+        raise SetupError(
+            "apt-get install libmosquitto-dev failed: " + (why[-1] if why else "no output")
+        )
+
+
+def build_c() -> dict[str, Path]:
+    """Compile bench/c/*.c (gcc -O2, -lmosquitto) into bench/c/build when a source is newer
+    than its binary; installs libmosquitto-dev first if its header is missing."""
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise SetupError("gcc not found: the C relay and clients need it (apt-get install gcc)")
+    if not _compiles(gcc, "#include <mosquitto.h>\n"):
+        _install_libmosquitto_dev()
+        if not _compiles(gcc, "#include <mosquitto.h>\n"):
+            raise SetupError("mosquitto.h still not found after installing libmosquitto-dev")
+    C_BUILD.mkdir(exist_ok=True)
+    out: dict[str, Path] = {}
+    for name in C_PROGRAMS:
+        src, exe = C_SRC / f"{name}.c", C_BUILD / name
+        newest = max(src.stat().st_mtime, (C_SRC / "common.h").stat().st_mtime)
+        if not exe.exists() or exe.stat().st_mtime < newest:
+            cmd = [gcc, "-O2", "-Wall", "-Wextra", "-o", str(exe), str(src), "-lmosquitto"]
+            res = subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+            if res.returncode != 0:
+                errs = res.stderr.decode(errors="replace").strip().splitlines()
+                first = next((e for e in errs if "error" in e), errs[0] if errs else "")
+                raise SetupError(f"gcc failed on bench/c/{name}.c: {first}")
+        out[name] = exe
+    return out
 
 
 # -- job files exchanged with the publisher / subscriber processes ---------------------------
@@ -430,6 +522,16 @@ class Running:
     log: Path
     metrics: str = ""  # gateway: its /metrics URL
     filters: bool = False  # drops messages of a product/kind not in the allowlist
+    cmd: list[str] = field(default_factory=list)  # to restart it (crash test)
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: Path | None = None
+
+    def restart(self) -> None:
+        """Start the same command again (after the old process is gone)."""
+        with self.log.open("ab") as fh:
+            self.proc = subprocess.Popen(
+                self.cmd, stdout=fh, stderr=subprocess.STDOUT, env=self.env, cwd=self.cwd
+            )
 
 
 def _gateway_toml(port: int, tmp: Path, sink: str, metrics_port: int) -> str:
@@ -457,7 +559,9 @@ def _gateway_toml(port: int, tmp: Path, sink: str, metrics_port: int) -> str:
     return "\n".join(lines) + "\n"
 
 
-def start_contender(name: str, port: int, tmp: Path, allow_path: Path, master_hex: str) -> Running:
+def start_contender(
+    name: str, port: int, tmp: Path, allow_path: Path, master_hex: str, tools: dict[str, Path]
+) -> Running:
     from gateway.brokers import free_port
     from gateway.config import load_config
 
@@ -469,7 +573,13 @@ def start_contender(name: str, port: int, tmp: Path, allow_path: Path, master_he
     path = ""
     key: KeyMode = "seq"
     metrics = ""
-    if name == "raw":
+    if name == "c-relay":
+        if "relay" not in tools:
+            raise RuntimeError("C relay not built")
+        cmd = [str(tools["relay"]), "--port", str(port), "--out-prefix", "relay/c", "--window"]
+        cmd.append("100")
+        topic = "relay/c/#"
+    elif name == "raw":
         cmd = [py, str(RELAYS / "raw.py"), "--port", str(port), "--out-prefix", "relay/raw"]
         topic = "relay/raw/#"
     elif name == "raw-aiomqtt":
@@ -536,7 +646,7 @@ def start_contender(name: str, port: int, tmp: Path, allow_path: Path, master_he
     with log.open("wb") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=tmp)
     filters = name in ("naive", "nodered")
-    return Running(proc, mode, topic, path, key, log, metrics, filters)
+    return Running(proc, mode, topic, path, key, log, metrics, filters, cmd, env, tmp)
 
 
 def warm_up(run: Running, port: int, warm: MsgSet, timeout: float) -> float:
@@ -614,6 +724,7 @@ class Phase:
     max_ms: float
     cpu_us_per_msg: float  # contender CPU time per input message
     broker_cpu_us_per_msg: float
+    last_arrival: float = math.nan  # time.monotonic() of the last first arrival
 
 
 def _percentile(sorted_xs: Sequence[float], p: float) -> float:
@@ -629,6 +740,37 @@ def _expected(run: Running, ms: MsgSet) -> int:
     return ms.allowlisted if run.filters else len(ms.messages)
 
 
+def _write_c_messages(path: Path, messages: Sequence[tuple[str, bytes]]) -> None:
+    """The C publisher's input: [u16 topic length][topic][u32 payload length][payload]."""
+    parts = []
+    for topic, payload in messages:
+        t = topic.encode()
+        parts += [struct.pack("<H", len(t)), t, struct.pack("<I", len(payload)), payload]
+    path.write_bytes(b"".join(parts))
+
+
+def _read_c_pub(path: Path) -> PublishResult:
+    data = path.read_bytes()
+    acked, n = struct.unpack_from("<QQ", data)
+    times = array.array("d")
+    times.frombytes(data[16 : 16 + 8 * n])
+    return PublishResult(times.tolist(), acked)
+
+
+def _read_c_sub(path: Path, job: SubscribeJob) -> SubscribeResult:
+    data = path.read_bytes()
+    arr = _Arrivals(job)
+    pos = 0
+    while pos + 12 <= len(data):
+        t, n = struct.unpack_from("<dI", data, pos)
+        arr.arrived(data[pos + 12 : pos + 12 + n], t)
+        pos += 12 + n
+    return SubscribeResult(arr.arrivals, arr.dupes, arr.extras)
+
+
+Hook = Callable[[subprocess.Popen[bytes]], None]
+
+
 def run_phase(
     run: Running,
     port: int,
@@ -637,10 +779,21 @@ def run_phase(
     rate: float,
     tmp: Path,
     max_s: float,
+    tools: dict[str, Path],
+    *,
+    idle_s: float = 10.0,
+    before_pub: Callable[[], None] | None = None,
+    while_pub: Hook | None = None,
 ) -> Phase:
+    """One phase: subscriber ready, publisher sends ``ms``, both exit, results read back.
+    The C publisher and subscriber are used when built (``tools``), else paho in Python
+    (the file sink is always tailed in Python). ``before_pub`` runs just before the
+    publisher starts, ``while_pub`` with the publisher running (it may wait for it)."""
     py = sys.executable
     me = str(Path(__file__).resolve())
     expected = _expected(run, ms)
+    c_sub = run.mode == "mqtt" and "sub" in tools
+    c_pub = "pub" in tools
     sjob = SubscribeJob(
         mode=run.mode,
         port=port,
@@ -651,32 +804,52 @@ def run_phase(
         count=len(ms.messages),
         record_ids=ms.record_ids if run.key == "record" else [],
         expected=expected,
-        idle_s=10.0,
+        idle_s=idle_s,
         max_s=max_s,
         out=str(tmp / f"sub-{ms.name}.out"),
     )
     pjob = PublishJob(port, ms.messages, rate, str(tmp / f"pub-{ms.name}.out"), max_s)
-    (tmp / f"sub-{ms.name}.job").write_bytes(msgspec.msgpack.encode(sjob))
-    (tmp / f"pub-{ms.name}.job").write_bytes(msgspec.msgpack.encode(pjob))
-    sub = subprocess.Popen(
-        [py, me, "--role", "subscribe", "--job", str(tmp / f"sub-{ms.name}.job")],
-        stdout=subprocess.PIPE,
-    )
+    if c_sub:
+        sub_cmd = [str(tools["sub"]), "--port", str(port), "--topic", run.topic]
+        sub_cmd += ["--out", sjob.out, "--expected", str(expected)]
+        sub_cmd += ["--idle-s", f"{idle_s:g}", "--max-s", f"{max_s:g}"]
+    else:
+        (tmp / f"sub-{ms.name}.job").write_bytes(msgspec.msgpack.encode(sjob))
+        sub_cmd = [py, me, "--role", "subscribe", "--job", str(tmp / f"sub-{ms.name}.job")]
+    if c_pub:
+        _write_c_messages(tmp / f"pub-{ms.name}.in", ms.messages)
+        pub_cmd = [str(tools["pub"]), "--port", str(port), "--in", str(tmp / f"pub-{ms.name}.in")]
+        pub_cmd += ["--out", pjob.out, "--rate", f"{rate:g}", "--window", str(PUBLISH_WINDOW)]
+        pub_cmd += ["--max-s", f"{max_s:g}"]
+    else:
+        (tmp / f"pub-{ms.name}.job").write_bytes(msgspec.msgpack.encode(pjob))
+        pub_cmd = [py, me, "--role", "publish", "--job", str(tmp / f"pub-{ms.name}.job")]
+    sub = subprocess.Popen(sub_cmd, stdout=subprocess.PIPE)
     pub: subprocess.Popen[bytes] | None = None
     try:
         _wait_ready(sub, 20)
         cpu0, bcpu0 = _proc_cpu_s(run.proc.pid), _proc_cpu_s(broker_pid)
-        pub = subprocess.Popen(
-            [py, me, "--role", "publish", "--job", str(tmp / f"pub-{ms.name}.job")]
-        )
+        if before_pub is not None:
+            before_pub()
+        pub = subprocess.Popen(pub_cmd)
+        if while_pub is not None:
+            while_pub(pub)
         pub.wait(max_s + 30)
-        sub.wait(max_s + 30)
+        sub.wait(max_s + idle_s + 30)
         cpu1, bcpu1 = _proc_cpu_s(run.proc.pid), _proc_cpu_s(broker_pid)
     finally:
         _stop(pub, 5)
         _stop(sub, 5)
-    pres = msgspec.msgpack.decode((tmp / f"pub-{ms.name}.out").read_bytes(), type=PublishResult)
-    sres = msgspec.msgpack.decode((tmp / f"sub-{ms.name}.out").read_bytes(), type=SubscribeResult)
+    pres = (
+        _read_c_pub(Path(pjob.out))
+        if c_pub
+        else msgspec.msgpack.decode(Path(pjob.out).read_bytes(), type=PublishResult)
+    )
+    sres = (
+        _read_c_sub(Path(sjob.out), sjob)
+        if c_sub
+        else msgspec.msgpack.decode(Path(sjob.out).read_bytes(), type=SubscribeResult)
+    )
     lat = sorted(
         (a - p) * 1000 for a, p in zip(sres.arrivals, pres.times, strict=True) if a >= 0 and p > 0
     )
@@ -698,6 +871,7 @@ def run_phase(
         max_ms=lat[-1] if lat else math.nan,
         cpu_us_per_msg=(cpu1 - cpu0) / n * 1e6,
         broker_cpu_us_per_msg=(bcpu1 - bcpu0) / n * 1e6,
+        last_arrival=max(arrived) if arrived else math.nan,
     )
 
 
@@ -713,6 +887,33 @@ class Trial:
     paced: Phase | None = None
     # gateway only, from its /metrics after the run (warm-up included): messages by outcome
     gateway_outcomes: dict[str, float] = field(default_factory=dict)
+    kind: Literal["round", "crash", "backlog"] = "round"
+    crash: Crash | None = None
+    backlog: Backlog | None = None
+
+
+@dataclass
+class Crash:
+    """kill -9 of the contender mid-stream, then a restart with the same state."""
+
+    published: int  # publishes the broker acknowledged
+    expected: int  # records the contender forwards for them
+    delivered: int  # distinct records that arrived
+    lost: int  # expected - delivered: must be 0
+    duplicates: int  # copies delivered again after the restart (at-least-once)
+    received_at_kill: int  # messages of this phase the contender had taken when it was killed
+    phase: Phase
+
+
+@dataclass
+class Backlog:
+    """The contender paused (SIGSTOP) while the broker queues ``n`` messages for it, then
+    resumed: its peak RSS while it drains them."""
+
+    n: int
+    peak_rss_mib: float  # VmHWM over the contender's life: start, warm-up, the backlog
+    drain_per_s: float  # input messages / (last arrival - resume)
+    phase: Phase
 
 
 def scrape_outcomes(url: str) -> dict[str, float]:
@@ -741,13 +942,18 @@ def run_trial(
     master_hex: str,
     max_s: float,
     nodelay: bool,
+    tools: dict[str, Path],
+    kind: Literal["round", "crash", "backlog"] = "round",
 ) -> Trial:
+    """A fresh broker and contender. ``round``: warm-up, saturated and paced phases.
+    ``crash``: warm-up, then ``sets["crash"]`` with a kill -9 and restart mid-stream.
+    ``backlog``: warm-up, then ``sets["backlog"]`` queued while the contender is paused."""
     from gateway.brokers import BrokerError, LocalMosquitto
 
     tmp = Path(tempfile.mkdtemp(prefix=f"bench-e2e-{name}-"))
     broker = LocalMosquitto()
     run: Running | None = None
-    trial = Trial(name, rnd, ok=False)
+    trial = Trial(name, rnd, ok=False, kind=kind)
     try:
         # LocalMosquitto turns Nagle off; without --broker-nodelay, measure mosquitto's
         # own default (Nagle on) by taking that line out again.
@@ -756,16 +962,32 @@ def run_trial(
         broker.start()
         assert broker.proc is not None
         t0 = time.monotonic()
-        run = start_contender(name, broker.port, tmp, allow_path, master_hex)
+        run = start_contender(name, broker.port, tmp, allow_path, master_hex, tools)
         warm_up(run, broker.port, sets["warmup"], timeout=60)
         trial.startup_s = time.monotonic() - t0
-        trial.saturated = run_phase(
-            run, broker.port, broker.proc.pid, sets["saturated"], 0.0, tmp, max_s
-        )
-        if "paced" in sets:
-            trial.paced = run_phase(
-                run, broker.port, broker.proc.pid, sets["paced"], paced_rate, tmp, max_s
+        if kind == "crash":
+            trial.crash = crash_phase(
+                run, broker.port, broker.proc.pid, sets["crash"], tmp, max_s, tools
             )
+        elif kind == "backlog":
+            trial.backlog = backlog_phase(
+                run, broker.port, broker.proc.pid, sets["backlog"], tmp, max_s, tools
+            )
+        else:
+            trial.saturated = run_phase(
+                run, broker.port, broker.proc.pid, sets["saturated"], 0.0, tmp, max_s, tools
+            )
+            if "paced" in sets:
+                trial.paced = run_phase(
+                    run,
+                    broker.port,
+                    broker.proc.pid,
+                    sets["paced"],
+                    paced_rate,
+                    tmp,
+                    max_s,
+                    tools,
+                )
         trial.rss_mib = _vm_hwm_mib(run.proc.pid)
         if run.metrics:
             # A record can arrive before its batch's commit returned (the sink still waits
@@ -790,10 +1012,106 @@ def run_trial(
         trial.error = f"{type(exc).__name__}: {exc}"
     finally:
         if run is not None:
+            with contextlib.suppress(OSError):
+                run.proc.send_signal(signal.SIGCONT)  # in case a backlog phase failed
             _stop(run.proc)
         broker.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
     return trial
+
+
+def crash_phase(
+    run: Running,
+    port: int,
+    broker_pid: int,
+    ms: MsgSet,
+    tmp: Path,
+    max_s: float,
+    tools: dict[str, Path],
+) -> Crash:
+    """Publish ``ms`` at full speed; once the contender has taken a third of it (its
+    /metrics received counter), kill -9 it, restart it on the same state, and count what
+    arrives. A durable contender loses nothing: the broker redelivers what it had not
+    acknowledged, so copies may arrive twice, none may be missing."""
+    if not run.metrics:
+        raise RuntimeError("the crash test needs a contender with /metrics (the gateway)")
+    base = scrape_outcomes(run.metrics).get("received", 0.0)
+    at_kill = 0
+
+    def kill_mid_stream(_pub: subprocess.Popen[bytes]) -> None:
+        nonlocal at_kill
+        deadline = time.monotonic() + max_s
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError):
+                at_kill = int(scrape_outcomes(run.metrics).get("received", 0.0) - base)
+            # Its own progress, not the publisher's: the publisher is done long before.
+            if at_kill >= len(ms.messages) // 3:
+                break
+            time.sleep(0.02)
+        run.proc.kill()  # SIGKILL: no shutdown, no flush
+        run.proc.wait(10)
+        time.sleep(0.5)
+        run.restart()
+
+    phase = run_phase(
+        run, port, broker_pid, ms, 0.0, tmp, max_s, tools, idle_s=30.0, while_pub=kill_mid_stream
+    )
+    if run.proc.poll() is not None:
+        raise RuntimeError(f"contender exited after its restart\n{_tail_text(run.log)}")
+    return Crash(
+        published=phase.pub_acked,
+        expected=phase.expected,
+        delivered=phase.delivered,
+        lost=phase.expected - phase.delivered,
+        duplicates=phase.dupes,
+        received_at_kill=at_kill,
+        phase=phase,
+    )
+
+
+def backlog_phase(
+    run: Running,
+    port: int,
+    broker_pid: int,
+    ms: MsgSet,
+    tmp: Path,
+    max_s: float,
+    tools: dict[str, Path],
+) -> Backlog:
+    """SIGSTOP the contender, publish ``ms`` (the broker queues it), SIGCONT, let it drain."""
+    resumed = math.nan
+
+    def pause() -> None:
+        run.proc.send_signal(signal.SIGSTOP)
+
+    def resume_after_publish(pub: subprocess.Popen[bytes]) -> None:
+        nonlocal resumed
+        try:
+            pub.wait(max_s + 30)
+        finally:
+            resumed = time.monotonic()
+            run.proc.send_signal(signal.SIGCONT)
+
+    phase = run_phase(
+        run,
+        port,
+        broker_pid,
+        ms,
+        0.0,
+        tmp,
+        max_s,
+        tools,
+        idle_s=30.0,
+        before_pub=pause,
+        while_pub=resume_after_publish,
+    )
+    drain = phase.last_arrival - resumed
+    return Backlog(
+        n=len(ms.messages),
+        peak_rss_mib=_vm_hwm_mib(run.proc.pid),
+        drain_per_s=len(ms.messages) / drain if drain > 0 else math.nan,
+        phase=phase,
+    )
 
 
 # -- report ----------------------------------------------------------------------------------
@@ -916,12 +1234,76 @@ def markers(section: str) -> tuple[str, str]:
     )
 
 
+def _limit_table(summaries: Sequence[Summary]) -> list[str]:
+    """Every contender against the C relay: the limit of relaying through this broker."""
+    limit = next((s for s in summaries if s.contender == LIMIT), None)
+    if limit is None:
+        return []
+    lines = [
+        f"Against the limit (`{LIMIT}`), medians over rounds:",
+        "",
+        "| contender | msgs/s | vs the limit | CPU us/msg | CPU vs the limit | peak RSS MiB |",
+        "|---|--:|--:|--:|--:|--:|",
+    ]
+    for s in summaries:
+        lines.append(
+            f"| {LABELS[s.contender]} | {_f(s.msgs_per_s)} | "
+            f"{_ratio(s.msgs_per_s, limit.msgs_per_s)} | {_f(s.cpu_us_per_msg)} | "
+            f"{_ratio(s.cpu_us_per_msg, limit.cpu_us_per_msg)} | {_f(s.rss_mib, 1)} |"
+        )
+    return [*lines, ""]
+
+
+def _special_tables(special: Sequence[Trial]) -> list[str]:
+    lines: list[str] = []
+    crashes = [t for t in special if t.ok and t.crash is not None]
+    if crashes:
+        lines += [
+            "",
+            "Crash test: the contender is killed (SIGKILL) once it has taken a third of the "
+            "messages, restarted on the same state 0.5 s later; the publisher does not wait "
+            "for it. lost = expected - delivered (distinct records); duplicates are copies "
+            "delivered again after the restart (at-least-once).",
+            "",
+            "| contender | messages | published (broker acked) | expected out | delivered | "
+            "**lost** | duplicates | taken when killed |",
+            "|---|--:|--:|--:|--:|--:|--:|--:|",
+        ]
+        for t in crashes:
+            c = t.crash
+            assert c is not None
+            lines.append(
+                f"| {LABELS[t.contender]} | {c.phase.n_in} | {c.published} | {c.expected} | "
+                f"{c.delivered} | **{c.lost}** | {c.duplicates} | {c.received_at_kill} |"
+            )
+    backlogs = [t for t in special if t.ok and t.backlog is not None]
+    if backlogs:
+        lines += [
+            "",
+            "Backlog: the contender is paused (SIGSTOP) while the publisher puts the backlog "
+            "into the broker, then resumed; peak RSS is VmHWM over its whole life (start, "
+            "warm-up, backlog), drain rate = backlog / (last arrival - resume).",
+            "",
+            "| contender | backlog | peak RSS MiB | drain msgs/s | out/expected |",
+            "|---|--:|--:|--:|--:|",
+        ]
+        for t in backlogs:
+            b = t.backlog
+            assert b is not None
+            lines.append(
+                f"| {LABELS[t.contender]} | {b.n} | {_f(b.peak_rss_mib, 1)} | "
+                f"{_f(b.drain_per_s)} | {b.phase.delivered}/{b.phase.expected} |"
+            )
+    return lines
+
+
 def render(
     section: str,
     info: dict[str, str],
     args: dict[str, Any],
     summaries: Sequence[Summary],
     trials: Sequence[Trial],
+    special: Sequence[Trial] = (),
 ) -> str:
     by = {s.contender: s for s in summaries}
     begin, end = markers(section)
@@ -959,6 +1341,7 @@ def render(
             f"{_f(s.broker_cpu_us_per_msg)} |"
         )
     lines += [""]
+    lines += _limit_table(summaries)
     for g in ("gateway-mqtt", "gateway-file"):
         if g not in by:
             continue
@@ -1036,7 +1419,9 @@ def render(
             f"- {name}, rounds {', '.join(map(str, sorted(rounds)))}: {text}"
             for (name, text), rounds in counters.items()
         ]
+    lines += _special_tables(special)
     errors = [e for s in summaries for e in (f"{s.contender} {x}" for x in s.errors)]
+    errors += [f"{t.contender} {t.kind} test: {t.error}" for t in special if not t.ok]
     if errors:
         lines += ["", "Failures:", ""]
         lines += ["- " + e.splitlines()[0] for e in errors]
@@ -1047,6 +1432,7 @@ def render(
         "labels": LABELS,
         "summaries": [asdict(s) for s in summaries],
         "trials": [asdict(t) for t in trials],
+        "special": [asdict(t) for t in special],
     }
     lines += [
         "",
@@ -1095,6 +1481,26 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--phase-max-s", type=float, default=120.0)
     p.add_argument("--no-write", action="store_true", help="print only, leave RESULTS.md")
+    p.add_argument(
+        "--clients",
+        choices=("c", "paho"),
+        default="c",
+        help="publisher and subscriber: the C programs (default) or paho in Python",
+    )
+    p.add_argument(
+        "--crash-n",
+        type=int,
+        default=20000,
+        help="messages of the crash test of gateway-mqtt (kill -9 mid-stream); 0 = none",
+    )
+    p.add_argument(
+        "--backlog-n", type=int, default=60000, help="messages of the backlog test; 0 = none"
+    )
+    p.add_argument(
+        "--backlog-contenders",
+        default="",
+        help="contenders of the backlog test (default: all of --contenders)",
+    )
     p.add_argument("--role", choices=("publish", "subscribe"), help=argparse.SUPPRESS)
     p.add_argument("--job", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
@@ -1107,11 +1513,31 @@ def main(argv: list[str] | None = None) -> int:
     bad = [c for c in names if c not in CONTENDERS]
     if bad or args.n < 1 or args.rounds < 1 or args.warmup < 1:
         p.error(f"unknown contenders {bad}" if bad else "--n, --rounds, --warmup must be >= 1")
+    backlog_names = [
+        c.strip() for c in (args.backlog_contenders or args.contenders).split(",") if c.strip()
+    ]
+    if args.backlog_n <= 0:
+        backlog_names = []
+    if any(c not in CONTENDERS for c in backlog_names):
+        p.error(f"unknown backlog contenders {backlog_names}")
+    crash = args.crash_n > 0 and "gateway-mqtt" in names
     started = time.monotonic()
+    tools: dict[str, Path] = {}
+    if args.clients == "c" or LIMIT in names or LIMIT in backlog_names:
+        try:
+            tools = build_c()
+        except (SetupError, OSError, subprocess.TimeoutExpired) as exc:
+            raise SystemExit(f"bench: cannot build the C relay and clients: {exc}") from None
+        if args.clients == "paho":
+            tools = {"relay": tools["relay"]}
     master_hex = secrets.token_hex(32)
     sizes = [("warmup", args.warmup), ("saturated", args.n)]
     if args.paced_n > 0:
         sizes.append(("paced", args.paced_n))
+    if crash:
+        sizes.append(("crash", args.crash_n))
+    if backlog_names:
+        sizes.append(("backlog", args.backlog_n))
     sets = {s.name: s for s in build_sets(sizes, master_hex)}
     allow_dir = Path(tempfile.mkdtemp(prefix="bench-e2e-allow-"))
     allow_path = allow_dir / "allowlist.json"
@@ -1124,6 +1550,7 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     trials: list[Trial] = []
+    special: list[Trial] = []
     try:
         for rnd in range(1, args.rounds + 1):
             k = (rnd - 1) % len(names)
@@ -1140,6 +1567,7 @@ def main(argv: list[str] | None = None) -> int:
                     master_hex,
                     args.phase_max_s,
                     args.broker_nodelay,
+                    tools,
                 )
                 trials.append(t)
                 if t.ok and t.saturated is not None:
@@ -1154,6 +1582,44 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 else:
                     print(f"  round {rnd} {name:13s} FAILED: {t.error}", flush=True)
+        special_runs: list[tuple[str, Literal["crash", "backlog"]]] = []
+        if crash:
+            special_runs.append(("gateway-mqtt", "crash"))
+        special_runs += [(name, "backlog") for name in backlog_names]
+        for name, kind in special_runs:
+            if time.monotonic() - started > args.budget_s:
+                print(f"  budget of {args.budget_s:g} s spent: skipping the {kind} test of {name}")
+                continue
+            t = run_trial(
+                name,
+                0,
+                sets,
+                args.paced_rate,
+                allow_path,
+                master_hex,
+                args.phase_max_s,
+                args.broker_nodelay,
+                tools,
+                kind,
+            )
+            special.append(t)
+            if not t.ok:
+                print(f"  {kind} {name:13s} FAILED: {t.error}", flush=True)
+            elif t.crash is not None:
+                c = t.crash
+                print(
+                    f"  crash {name:13s} published {c.published}  expected {c.expected}  "
+                    f"delivered {c.delivered}  LOST {c.lost}  duplicates {c.duplicates}",
+                    flush=True,
+                )
+            elif t.backlog is not None:
+                b = t.backlog
+                print(
+                    f"  backlog {name:13s} {b.n} queued: peak rss {b.peak_rss_mib:6.1f} MiB  "
+                    f"drain {b.drain_per_s:9,.0f} msg/s  "
+                    f"{b.phase.delivered}/{b.phase.expected}",
+                    flush=True,
+                )
     finally:
         shutil.rmtree(allow_dir, ignore_errors=True)
     summaries = summarise(trials, names)
@@ -1166,14 +1632,18 @@ def main(argv: list[str] | None = None) -> int:
         "paced_rate": args.paced_rate,
         "warmup": args.warmup,
         "broker_nodelay": args.broker_nodelay,
+        "clients": args.clients,
+        "crash_n": args.crash_n if crash else 0,
+        "backlog_n": args.backlog_n if backlog_names else 0,
         "elapsed_s": round(time.monotonic() - started, 1),
     }
-    text = render(section, info, run_args, summaries, trials)
+    text = render(section, info, run_args, summaries, trials, special)
     print(text.split("<details>")[0])
     if not args.no_write:
         write_results(section, text)
         subprocess.run([sys.executable, str(BENCH / "plot.py")], check=False, timeout=60)
-    return 0 if all(t.ok for t in trials) else 1
+    lost = any(t.crash is not None and t.crash.lost != 0 for t in special)
+    return 0 if all(t.ok for t in [*trials, *special]) and not lost else 1
 
 
 if __name__ == "__main__":

@@ -26,6 +26,7 @@ SVG = BENCH / "results.svg"
 DATA_BEGIN = "```json e2e-data"
 
 COLOURS = {
+    "c-relay": "#2b8a3e",
     "raw": "#8a8a8a",
     "raw-aiomqtt": "#444444",
     "naive": "#4c7bd9",
@@ -34,6 +35,7 @@ COLOURS = {
     "nodered": "#8f2d56",
 }
 SHORT = {
+    "c-relay": "C relay (limit)",
     "raw": "raw relay",
     "raw-aiomqtt": "raw relay (aiomqtt)",
     "naive": "naive relay",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -88,12 +88,22 @@ class Events:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
         )
-        self.spool_records = Gauge(
-            "gateway_spool_records", "Records waiting in the spool", ["sink"], registry=r
+        self.sink_attempts = Counter(
+            "gateway_sink_attempts",
+            "Attempts on a sink: ok, error (refused or timed out), spool_full (the sink was "
+            "down and its spool refused the batch too)",
+            ["sink", "region", "outcome"],
+            registry=r,
         )
-        self.spool_bytes = Gauge(
-            "gateway_spool_bytes", "Bytes on disk in the spool", ["sink"], registry=r
+        self.drained = Counter(
+            "gateway_spool_drained_records",
+            "Records drained from the spool to their sink",
+            ["sink", "region"],
+            registry=r,
         )
+        # Spool depth is read from the spools at scrape time (watch_spools): it is true
+        # after a drain too, per sink and region.
+        self._spools: Callable[[], Iterable[tuple[str, str, int, int]]] = list
         self.spool_damaged = Counter(
             "gateway_spool_damaged",
             "Damage found in a spool: quarantined frames, length fields, older segments, "
@@ -103,7 +113,7 @@ class Events:
         )
         self.inflight = Gauge(
             "gateway_inflight_messages",
-            "Messages received and not yet acknowledged",
+            "Messages received from the broker and not yet acknowledged",
             registry=r,
         )
         self.inflight_limit = Gauge(
@@ -177,17 +187,34 @@ class Events:
         self.sink_records.labels(sink, region, "committed").inc(n)
         self.sink_latency.labels(sink, region).observe(seconds)
 
-    def sink_failed(self, sink: str, region: str, n: int, error: str) -> None:
-        self.sink_records.labels(sink, region, "failed").inc(n)
-        if self._ratelog.allow(f"sink:{sink}:{region}"):
-            log.warning("sink failed sink=%s region=%s records=%d error=%s", sink, region, n, error)
-
     def records_spooled(self, sink: str, region: str, n: int) -> None:
         self.sink_records.labels(sink, region, "spooled").inc(n)
 
-    def spool_depth(self, sink: str, records: int, nbytes: int) -> None:
-        self.spool_records.labels(sink).set(records)
-        self.spool_bytes.labels(sink).set(nbytes)
+    def records_failed(self, sink: str, region: str, n: int) -> None:
+        """Given up on, unacknowledged: the worker stopped while neither sink nor spool took
+        them (the broker redelivers them)."""
+        self.sink_records.labels(sink, region, "failed").inc(n)
+
+    def sink_attempt(self, sink: str, region: str, outcome: str, error: str = "") -> None:
+        self.sink_attempts.labels(sink, region, outcome).inc()
+        if outcome != "ok" and self._ratelog.allow(f"attempt:{sink}:{region}:{outcome}"):
+            log.warning(
+                "sink attempt failed sink=%s region=%s outcome=%s error=%s%s",
+                sink,
+                region,
+                outcome,
+                error,
+                " (the worker retries; nothing is acknowledged meanwhile)"
+                if outcome == "spool_full"
+                else "",
+            )
+
+    def spool_drained(self, sink: str, region: str, records: int) -> None:
+        self.drained.labels(sink, region).inc(records)
+
+    def watch_spools(self, spools: Callable[[], Iterable[tuple[str, str, int, int]]]) -> None:
+        """``spools()``: (sink, region, records, bytes on disk) of every open spool."""
+        self._spools = spools
 
     def spool_opened(self, sink: str, region: str, damage_kinds: Iterable[str]) -> None:
         for what in damage_kinds:  # present at 0, so the first damage is an increase
@@ -197,8 +224,8 @@ class Events:
         # The spool logs the file and offset itself.
         self.spool_damaged.labels(sink, region, what).inc()
 
-    def inflight_window(self, current: int, limit: int) -> None:
-        self.inflight.set(current)
+    def watch_inflight(self, unacked: Callable[[], int], limit: int) -> None:
+        self.inflight.set_function(unacked)
         self.inflight_limit.set(limit)
 
     def source_connection(self, up: bool, detail: str = "") -> None:
@@ -281,6 +308,17 @@ class _HotCollector(Collector):
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         ev = self.ev
+        records = GaugeMetricFamily(
+            "gateway_spool_records", "Records waiting in the spool", labels=["sink", "region"]
+        )
+        nbytes = GaugeMetricFamily(
+            "gateway_spool_bytes", "Bytes on disk in the spool", labels=["sink", "region"]
+        )
+        for sink, region, n, b in ev._spools():
+            records.add_metric([sink, region], n)
+            nbytes.add_metric([sink, region], b)
+        yield records
+        yield nbytes
         broker = dict(ev.broker)
         for key, name, doc in _BROKER_COUNTERS:
             if key in broker:

@@ -21,6 +21,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from gateway.config import ConfigError, GatewayConfig, SinkSpec, load_config
 from gateway.consent.state import ConsentError, ConsentStore, parse_consent
@@ -41,6 +42,8 @@ from gateway.transforms.aggregate import Aggregator, encode_stats
 from gateway.transforms.pseudonymize import KeyRing, load_or_create_master
 
 log = logging.getLogger("gateway.service")
+
+T = TypeVar("T")
 
 
 def _make_sink(spec: SinkSpec, region: str, worker: int | None) -> Sink:
@@ -97,6 +100,8 @@ class Gateway:
         self.source = MqttSource(
             config.source, worker, self.events.source_connection, self.events.broker_stat
         )
+        self.events.watch_inflight(lambda: self.source.unacked, config.source.receive_maximum)
+        self.events.watch_spools(self._spool_depths)
         self.sinks: dict[str, SpooledSink] = {}
         # <state>/worker-N/held/records.jsonl: enforced records no region may receive.
         self.held: Sink = FileSink(FileSinkConfig(dir=str(self.state)), "held")
@@ -124,32 +129,38 @@ class Gateway:
                 on_damage=functools.partial(self.events.spool_damage, spec.type, region),
             )
             sink = _make_sink(spec, region, self.worker if self.one_of_many else None)
-            s = SpooledSink(sink, spool, self.config.spool.retry_s)
+            s = SpooledSink(sink, spool, self.config.spool.retry_s, observer=self.events)
             s.open()
             self.sinks[region] = s
         return s
 
-    def _until_durable(self, sink: SpooledSink, n: int, op: Callable[[], None]) -> None:
+    def _until_durable(self, sink: SpooledSink, n: int, op: Callable[[], T]) -> T:
         """Retry `op` until the sink or its spool has it durably. Back-pressure, not loss:
-        while both refuse, nothing is acknowledged and the broker's in-flight window fills."""
+        while both refuse, nothing is acknowledged and the broker's in-flight window fills.
+        Each retry is an attempt the SpooledSink counts and logs (rate-limited)."""
         while True:
             try:
-                op()
-                return
-            except SinkError as exc:
-                self.events.sink_failed(sink.name, sink.region, n, type(exc).__name__)
+                return op()
+            except SinkError:
                 if self._stop.wait(self.config.spool.retry_s):
+                    self.events.records_failed(sink.name, sink.region, n)
                     raise
 
     def _commit(self, sink: SpooledSink, batch: Sequence[OutRecord]) -> None:
         t0 = time.monotonic()
-        before = sink.spooled_records
-        self._until_durable(sink, len(batch), lambda: sink.write(batch))
-        if sink.spooled_records > before:
-            self.events.records_spooled(sink.name, sink.region, len(batch))
-        else:
-            self.events.sink_committed(sink.name, sink.region, len(batch), time.monotonic() - t0)
-        self.events.spool_depth(sink.name, sink.spooled_records, sink.spool.disk_bytes)
+        spooled = self._until_durable(sink, len(batch), lambda: sink.write(batch))
+        if spooled:
+            self.events.records_spooled(sink.name, sink.region, spooled)
+        if spooled < len(batch):
+            self.events.sink_committed(
+                sink.name, sink.region, len(batch) - spooled, time.monotonic() - t0
+            )
+
+    def _spool_depths(self) -> list[tuple[str, str, int, int]]:
+        return [
+            (s.name, s.region, s.spool.records, s.spool.disk_bytes)
+            for s in list(self.sinks.values())
+        ]
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -264,8 +275,6 @@ class Gateway:
                 # restarted process (run_worker exits non-zero when this thread ends).
                 log.exception("worker failed; exiting without acknowledging the batch")
                 return
-            q = self.source.queue.qsize()
-            self.events.inflight_window(q, self.config.source.receive_maximum)
 
     def reload(self) -> None:
         try:

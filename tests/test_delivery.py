@@ -434,3 +434,60 @@ def test_a_damaged_spool_is_quarantined_and_everything_else_delivered(
     finally:
         gw.stop()
         pub.close()
+
+
+def test_metrics_tell_the_truth_through_an_outage_with_a_full_spool(
+    tmp_path: Path, mosquitto: Mosquitto, nats_server: NatsServer
+) -> None:
+    """NATS down and a spool that fills up: the worker retries without acknowledging. The
+    spool gauges are per sink and region and follow the drain; retries are attempts, not
+    failed records; in-flight is what the broker has not got an acknowledgement for."""
+    cfg = nats_config(tmp_path, mosquitto, nats_server)
+    window = 40
+    cfg = msgspec.structs.replace(
+        cfg,
+        source=msgspec.structs.replace(cfg.source, receive_maximum=window),
+        spool=SpoolConfig(retry_s=0.2, max_bytes=30 * 400),  # room for about 30 records
+    )
+    pub = Publisher(mosquitto.port)
+    gw = Gateway(cfg)
+    gw.start()
+    try:
+        wait_for(gw.is_ready, what="gateway connected")
+        time.sleep(0.3)
+        nats_server.stop()
+        n = 200
+        for i in range(1000, 1000 + n):
+            pub.client.publish("miot/purifier/dev1/props", b'{"id":%d,"method":"props"}' % i, qos=1)
+
+        def m(name: str, **labels: str) -> float:
+            return metric(gw, name, **labels)
+
+        wait_for(
+            lambda: m("gateway_sink_attempts_total", sink="nats", outcome="spool_full") >= 5,
+            what="the worker retrying against a full spool",
+        )
+        spooled = m("gateway_spool_records", sink="nats", region="de")
+        assert 0 < spooled <= 31  # batches are spooled whole or not at all
+        assert m("gateway_spool_bytes", sink="nats", region="de") <= 30 * 400
+        # Unacknowledged: the batch being retried and what waits behind it, up to the window.
+        wait_for(lambda: m("gateway_inflight_messages") == window, what="a full window")
+        assert m("gateway_inflight_limit") == window
+        assert gw.source.queue.qsize() <= window
+        # Retries are attempts; no record failed (none was given up).
+        assert m("gateway_sink_records_total", sink="nats", region="de", outcome="failed") == 0
+        errors = m("gateway_sink_attempts_total", sink="nats", region="de", outcome="error")
+        assert errors >= 1
+
+        nats_server.start()
+        wait_for(lambda: _stream_count(nats_server.url) == n, timeout=60, what="all delivered")
+        wait_for(lambda: m("gateway_spool_records", sink="nats", region="de") == 0)
+        assert m("gateway_spool_drained_records_total", sink="nats", region="de") >= spooled
+        wait_for(lambda: m("gateway_inflight_messages") == 0, what="everything acknowledged")
+        committed = m("gateway_sink_records_total", sink="nats", region="de", outcome="committed")
+        spooled_total = m("gateway_sink_records_total", sink="nats", region="de", outcome="spooled")
+        assert committed + spooled_total == n  # each record counted once
+        assert m("gateway_sink_records_total", sink="nats", region="de", outcome="failed") == 0
+    finally:
+        gw.stop()
+        pub.close()

@@ -22,9 +22,7 @@ PROMETHEUS = DEPLOY / "prometheus"
 DASHBOARD = DEPLOY / "grafana" / "privacy-gateway.json"
 
 # Labels an alert annotation may template: all bounded, none names a device or a value.
-ANNOTATION_LABELS = frozenset(
-    {"product", "kind", "sink", "region", "instance", "job", "damage"}
-)
+ANNOTATION_LABELS = frozenset({"product", "kind", "sink", "region", "instance", "job", "damage"})
 
 
 def _promtool() -> str:

@@ -289,11 +289,27 @@ def test_mqtt_sink_open_fails_when_no_broker() -> None:
     sink.close()
 
 
+class Observed:
+    """A DeliveryObserver that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.attempts: list[str] = []
+        self.drained = 0
+
+    def sink_attempt(self, sink: str, region: str, outcome: str, error: str = "") -> None:
+        assert MARKER not in error
+        self.attempts.append(outcome)
+
+    def spool_drained(self, sink: str, region: str, records: int) -> None:
+        self.drained += records
+
+
 def test_spooled_sink_survives_broker_restart_in_order(
     tmp_path: Path, mosquitto: Mosquitto, subscriber: Subscriber
 ) -> None:
     spool = Spool(tmp_path / "spool", KEY, max_bytes=1 << 24)
-    sink = SpooledSink(MqttSink(mqtt_cfg(mosquitto.port), "de"), spool, retry_s=0.2)
+    seen = Observed()
+    sink = SpooledSink(MqttSink(mqtt_cfg(mosquitto.port), "de"), spool, 0.2, observer=seen)
     sink.open()
     try:
         assert sink.sink_up
@@ -316,9 +332,10 @@ def test_spooled_sink_survives_broker_restart_in_order(
 
         mosquitto.start()  # same port, same persistence dir
         wait_until(lambda: sink.spooled_records == 0, 15, "the spool to drain")
+        assert seen.drained == 151  # the erasure marker included
         assert sink.sink_up
         assert sink.spooled_bytes == 0
-        sink.write(recs(200, 10))  # direct again
+        assert sink.write(recs(200, 10)) == 0  # direct again
         # The broker may redeliver to this QoS1 subscriber what it had not acknowledged
         # when the broker stopped: those copies are the test subscriber's, not the sink's.
         wait_until(lambda: len(first_copies(subscriber.wait_for(0))) >= 211, 15, "211 records")
@@ -334,14 +351,18 @@ def test_spooled_sink_survives_broker_restart_in_order(
 
 def test_spooled_sink_raises_when_sink_down_and_spool_full(tmp_path: Path) -> None:
     spool = Spool(tmp_path / "spool", KEY, max_bytes=2000)
-    sink = SpooledSink(MqttSink(mqtt_cfg(free_port()), "de"), spool, retry_s=0.2)
+    seen = Observed()
+    sink = SpooledSink(MqttSink(mqtt_cfg(free_port()), "de"), spool, retry_s=60, observer=seen)
     sink.open()  # down at open is not fatal
     try:
         assert not sink.sink_up
-        sink.write(recs(0, 5))
+        assert sink.write(recs(0, 5)) == 5  # all of it to the spool
         assert sink.spooled_records == 5
-        with pytest.raises(SinkError, match="spool full") as err:
-            sink.write(recs(5, 50))
+        assert seen.attempts == ["error"]
+        for _ in range(3):  # each retry is one attempt, whatever the batch size
+            with pytest.raises(SinkError, match="spool full") as err:
+                sink.write(recs(5, 50))
+        assert seen.attempts == ["error", "spool_full", "spool_full", "spool_full"]
         assert MARKER not in str(err.value)
         assert sink.spooled_records == 5
         with pytest.raises(ValueError, match="region"):

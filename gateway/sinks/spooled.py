@@ -1,7 +1,13 @@
 """A sink that falls back to its encrypted local spool while the real sink is down.
 
 ``write`` returns only once the batch is durable somewhere: at the destination, or in the
-spool. It raises ``SinkError`` only when both refuse (sink down and spool full).
+spool, and says how many records went to the spool. It raises ``SinkError`` only when
+both refuse (sink down and spool full).
+
+Every attempt on the real sink (direct writes, drain batches, erasures) and every batch
+the full spool refused is reported to the ``observer`` (outcome ``ok``, ``error``,
+``spool_full``), as is every record drained from the spool: attempts and records are
+counted apart, so a retried batch is one more attempt, not its size in failed records.
 
 Order is kept: while anything is spooled, new batches are appended behind it instead of
 overtaking it. A background thread (started by ``open``, stopped by ``close``) drains the
@@ -19,6 +25,7 @@ import hashlib
 import logging
 import threading
 from collections.abc import Sequence
+from typing import Protocol
 
 import msgspec
 
@@ -33,18 +40,31 @@ from gateway.sinks.base import (
 )
 from gateway.spool.spool import Spool, SpoolError, SpoolFull
 
-__all__ = ["SpooledSink"]
+__all__ = ["DeliveryObserver", "SpooledSink"]
 
 log = logging.getLogger(__name__)
 
 DRAIN_BATCH = 500
 
 
+class DeliveryObserver(Protocol):
+    """Where a ``SpooledSink`` reports what it did (``gateway.internal_events.Events``)."""
+
+    def sink_attempt(self, sink: str, region: str, outcome: str, error: str = "") -> None: ...
+
+    def spool_drained(self, sink: str, region: str, records: int) -> None: ...
+
+
 class SpooledSink:
     """``Sink`` wrapper; owns ``sink`` and ``spool`` (``close`` closes both)."""
 
     def __init__(
-        self, sink: Sink, spool: Spool, retry_s: float, drain_batch: int = DRAIN_BATCH
+        self,
+        sink: Sink,
+        spool: Spool,
+        retry_s: float,
+        drain_batch: int = DRAIN_BATCH,
+        observer: DeliveryObserver | None = None,
     ) -> None:
         if retry_s <= 0 or drain_batch <= 0:
             raise ValueError("retry_s and drain_batch must be > 0")
@@ -61,6 +81,7 @@ class SpooledSink:
         self._sink_up = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._observer = observer
 
     @property
     def sink_up(self) -> bool:
@@ -98,9 +119,11 @@ class SpooledSink:
         self.sink.close()
         self.spool.close()
 
-    def write(self, batch: Sequence[OutRecord]) -> None:
+    def write(self, batch: Sequence[OutRecord]) -> int:
+        """Durable at the destination or in the spool on return; returns how many records
+        went to the spool (0: all of them are at the destination)."""
         if not batch:
-            return
+            return 0
         # A record no sink can take must never reach the spool, where it would block
         # the drain forever.
         check_batch(self.region, batch)
@@ -108,21 +131,22 @@ class SpooledSink:
             if self.spool.records == 0:
                 try:
                     self.sink.write(batch)
-                    self._sink_up = True
-                    return
+                    self._delivered()
+                    return 0
                 except SinkError as exc:
-                    self._down(exc)
+                    self._failed(exc)
             self._append(batch)
+            return len(batch)
 
     def erase(self, product: str, device: str, requested_at: float) -> None:
         with self._lock:
             if self.spool.records == 0:
                 try:
                     self.sink.erase(product, device, requested_at)
-                    self._sink_up = True
+                    self._delivered()
                     return
                 except SinkError as exc:
-                    self._down(exc)
+                    self._failed(exc)
             body = erasure_body(product, device, requested_at)
             marker = OutRecord(
                 hashlib.sha256(body).hexdigest(), product, ERASURE_KIND, self.region, body
@@ -145,12 +169,14 @@ class SpooledSink:
                     try:
                         self._deliver(run)
                     except SinkError as exc:
-                        self._down(exc)
+                        self._failed(exc)
                         return moved
                     with self._lock:
                         self.spool.commit(len(run))
-                    self._sink_up = True
+                    self._delivered()
                     moved += len(run)
+                    if self._observer is not None:
+                        self._observer.spool_drained(self.name, self.region, len(run))
         return moved
 
     # -- internals -------------------------------------------------------------------
@@ -159,9 +185,23 @@ class SpooledSink:
         try:
             self.spool.append(batch)
         except SpoolFull:
+            self._attempt("spool_full", "SpoolFull")
             raise SinkError(f"{self.name} sink {self.region}: down and spool full") from None
         except SpoolError as exc:
+            self._attempt("spool_full", type(exc).__name__)
             raise SinkError(f"{self.name} sink {self.region}: down and spool failed") from exc
+
+    def _attempt(self, outcome: str, error: str = "") -> None:
+        if self._observer is not None:
+            self._observer.sink_attempt(self.name, self.region, outcome, error)
+
+    def _delivered(self) -> None:
+        self._attempt("ok")
+        self._sink_up = True
+
+    def _failed(self, exc: SinkError) -> None:
+        self._attempt("error", str(exc))
+        self._down(exc)
 
     def _deliver(self, run: Sequence[OutRecord]) -> None:
         if run[0].kind != ERASURE_KIND:
