@@ -15,6 +15,13 @@ c. ``naive``: ``json.loads`` + a dict filter by an allowlist of paths taken from
    It checks nothing (no limits, no duplicate keys, no types, no consent, no redaction) and
    drops IPs instead of coarsening them.
 
+A second section, the identifier scanner (gateway/transforms/redact.py, run by the engine on
+every forwarded string): its cost per typical kept string, and on hostile 64 KiB strings, side
+by side with a baseline in the same run (``str.isascii()`` + ``len``, the cheapest pass over a
+string) and with the scanner it replaced (``OLD_*`` below, the regexes of the previous
+redact.py; on hostile input only at 4 KiB, as at 64 KiB one string costs it seconds).
+``--skip-scanner`` leaves the section out.
+
 The machine is shared and noisy, so repetitions are interleaved (a, b, c, a, b, c, ...), each
 measurement loops over the set until it has run for at least ``--min-time`` seconds, and the
 report gives medians and the ratios b/a and c/b of the medians.
@@ -33,6 +40,8 @@ import logging
 import os
 import platform
 import pstats
+import random
+import re
 import statistics
 import sys
 import time
@@ -50,6 +59,7 @@ from gateway.policy.loader import LoadedPolicy, load_dir
 from gateway.policy.model import IDENTIFIERS
 from gateway.route.router import Router
 from gateway.transforms.pseudonymize import KeyRing
+from gateway.transforms.redact import contains_identifier, redact
 
 MASTER = bytes.fromhex("5f" * 32)
 NOW = 1_700_000_000.0
@@ -196,6 +206,169 @@ def profile(fn: Callable[[Sequence[Message]], int], msgs: Sequence[Message]) -> 
     return buf.getvalue()
 
 
+# -- the identifier scanner -------------------------------------------------------------------
+
+# Values real devices send in kept fields (tests/data/identifiers/legit_values.jsonl has their
+# sources), and a few that carry an identifier, as the engine sees them.
+TYPICAL = [
+    "1.4.1_154",
+    "3.5.8_0041",
+    "2.1.9_0045",
+    "1.2.4_16",
+    "MW300",
+    "MC200",
+    "ESP8266",
+    "chuangmi.camera.ipc009",
+    "zhimi.airpurifier.ma2",
+    "lumi.gateway.v3",
+    "isa.camera.hlc7",
+    "on",
+    "off",
+    "auto",
+    "silent",
+    "favorite",
+    "KEY_HOME",
+    "KEY_VOLUMEUP",
+    "set_power",
+    "event.motion",
+    "press_key",
+    "SD878x-14.76.36.p84-702.1.0-WM",
+    "2026-11-25T15:50:21Z",
+    "20250508-110823/1.6.1-g8dbd358",
+    "Filter at 37%, 21.5 C, humidity 40",
+]
+CARRYING = [
+    "28:6C:07:A4:1B:9E",
+    "ESP-A41B9E",
+    "host192.168.31.47",
+    "lumi.158d0001a2b3c4",
+    "jane.doe+iot@example.com",
+]
+HOSTILE_SIZE = 65536
+
+
+def hostile(size: int) -> dict[str, str]:
+    """Strings built to make a scanner work: runs of what identifiers are made of."""
+    shapes = {
+        "hex run": "0123456789abcdef",
+        "digits": "1",
+        "dots": ".",
+        "1.1.1.1.1...": "1.",
+        "a@a@a@...": "a@",
+        "colons": ":",
+        "%3A%3A...": "%3A",
+        "a:a:a:...": "a:",
+        "aa-aa-aa...": "aa-",
+        "base64 alphabet": "aA1+",
+        "a-123456 ...": "a-123456 ",
+        "esp-esp-...": "esp-",
+        "::1 ::1 ...": "::1 ",
+        "1.1.1.1 (versions)": "1.1.1.1 ",
+        "words": "the quick brown fox jumps over the lazy dog ",
+        # dense with real identifiers: every one is found and replaced, so these cost most
+        "81.2.69.142 x5461 (all IPs)": "81.2.69.142 ",
+        "a@aa.aa x8192 (all e-mails)": "a@aa.aa ",
+    }
+    out = {name: (unit * (size // len(unit) + 1))[:size] for name, unit in shapes.items()}
+    rng = random.Random(1)
+    out["random hex:.-@%_ "] = "".join(rng.choice("0123456789abcdef:.-@%_ ") for _ in range(size))
+    out["random printable"] = "".join(chr(rng.randint(32, 126)) for _ in range(size))
+    return out
+
+
+OLD_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+OLD_MAC = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5,}(?![0-9A-Fa-f])")
+OLD_IPV6 = re.compile(r"(?<!\w)[0-9A-Fa-f:.]{2,}(?:%[\w.]+)?(?!\w)")
+OLD_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
+OLD_IMEI = re.compile(r"(?<!\d)\d{15}(?!\d)")
+OLD_HINT = re.compile(r"[0-9@:-]")
+
+
+def old_redact(text: str) -> bool:
+    """The replaced scanner's passes (without its per-match callbacks): a lower bound of it."""
+    if OLD_HINT.search(text) is None:
+        return False
+    hit = False
+    for rx in (OLD_EMAIL, OLD_MAC, OLD_IPV6, OLD_IPV4, OLD_IMEI):
+        for _ in rx.finditer(text):
+            hit = True
+    return hit
+
+
+def baseline(text: str) -> bool:
+    return text.isascii() and len(text) > 0
+
+
+def _best_us(fn: Callable[[str], object], items: Sequence[str], reps: int, loops: int) -> float:
+    """Best of `reps` measurements of `loops` passes over `items`: microseconds per item."""
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        for _ in range(loops):
+            for x in items:
+                fn(x)
+        best = min(best, time.perf_counter() - start)
+    return best / (loops * len(items)) * 1e6
+
+
+def scanner_section(reps: int) -> dict[str, Any]:
+    contenders: dict[str, Callable[[str], object]] = {
+        "baseline isascii+len": baseline,
+        "old redact regexes": old_redact,
+        "contains_identifier": contains_identifier,
+        "redact": redact,
+    }
+    per_string: dict[str, dict[str, float]] = {}
+    for label, items in (("typical kept string", TYPICAL), ("string with an identifier", CARRYING)):
+        per_string[label] = {
+            name: round(_best_us(fn, items, reps, 200), 3) for name, fn in contenders.items()
+        }
+    worst: dict[str, dict[str, float]] = {}
+    for name, text in hostile(HOSTILE_SIZE).items():
+        worst[name] = {
+            "baseline isascii+len": round(_best_us(baseline, [text], reps, 5) / 1e3, 4),
+            "contains_identifier": round(_best_us(contains_identifier, [text], reps, 1) / 1e3, 3),
+            "redact": round(_best_us(redact, [text], reps, 1) / 1e3, 3),
+        }
+    old_small = {
+        name: round(_best_us(old_redact, [text], 1, 1) / 1e3, 3)
+        for name, text in hostile(4096).items()
+    }
+    return {
+        "us_per_string": per_string,
+        "hostile_ms": worst,
+        "hostile_bytes": HOSTILE_SIZE,
+        "worst_redact_ms": max(v["redact"] for v in worst.values()),
+        "worst_contains_ms": max(v["contains_identifier"] for v in worst.values()),
+        "old_redact_hostile_4KiB_ms": old_small,
+    }
+
+
+def print_scanner(sec: dict[str, Any]) -> None:
+    print("\n## Identifier scanner (gateway/transforms/redact.py), best of the repetitions\n")
+    names = list(next(iter(sec["us_per_string"].values())))
+    print("| µs per string | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for label, row in sec["us_per_string"].items():
+        print(f"| {label} | " + " | ".join(f"{row[n]:.2f}" for n in names) + " |")
+    print(
+        f"\n| hostile {sec['hostile_bytes'] // 1024} KiB string, ms | baseline isascii+len "
+        "| contains_identifier | redact | old regexes at 4 KiB |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for name, row in sec["hostile_ms"].items():
+        print(
+            f"| {name} | {row['baseline isascii+len']:.4f} | {row['contains_identifier']:.2f} | "
+            f"{row['redact']:.2f} | {sec['old_redact_hostile_4KiB_ms'][name]:.2f} |"
+        )
+    kib = sec["hostile_bytes"] // 1024
+    print(
+        f"\nworst on a hostile {kib} KiB string: redact {sec['worst_redact_ms']:.2f} ms, "
+        f"contains_identifier {sec['worst_contains_ms']:.2f} ms (the last four rows are dense "
+        "with real identifiers, every one found and replaced)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--messages", type=int, default=20_000, help="payload set size")
@@ -206,6 +379,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument("--profile", action="store_true", help="top 15 cProfile entries of (b)")
+    p.add_argument(
+        "--skip-scanner", action="store_true", help="leave out the identifier scanner section"
+    )
     args = p.parse_args(argv)
     logging.getLogger("gateway").setLevel(logging.ERROR)
 
@@ -246,6 +422,8 @@ def main(argv: list[str] | None = None) -> int:
         "ratio_gateway_over_msgspec": round(med["gateway"] / med["msgspec"], 4),
         "ratio_naive_over_gateway": round(med["naive"] / med["gateway"], 4),
     }
+    if not args.skip_scanner:
+        result["scanner"] = scanner_section(args.reps)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -270,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"b/a (gateway / msgspec limit): {result['ratio_gateway_over_msgspec']:.3f}")
         print(f"c/b (naive / gateway): {result['ratio_naive_over_gateway']:.3f}")
         print(f"gateway outcomes over the set: {mix}")
+        if "scanner" in result:
+            print_scanner(result["scanner"])
     if args.profile:
         print("\ncProfile of (b), one pass over the set, top 15 by own time:", file=sys.stdout)
         print(profile(gw, msgs))

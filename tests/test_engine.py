@@ -545,8 +545,8 @@ def test_free_text_identifiers_redacted(engine: Engine, what: str, raw: str) -> 
     note = f"Device reported {raw} during setup"
     rec = record(process(engine, INFO, {"note": note}))
     assert raw not in rec.data["note"], what
-    assert rec.data["note"].startswith("Device reported [")
-    assert rec.data["note"].endswith("] during setup")
+    assert rec.data["note"].startswith("Device reported <")
+    assert rec.data["note"].endswith("> during setup")
     assert raw.encode() not in encode(rec)
     assert engine.events.fields[PID, "info", "note", "redact"] == 1
 
@@ -558,7 +558,7 @@ def test_free_text_scalars_redacted(engine: Engine, what: str, raw: str) -> None
     assert params[0] == "auto"
     assert params[2:] == [3, True]
     assert raw not in params[1], what
-    assert params[1].startswith("[")
+    assert params[1].startswith("<")
 
 
 @pytest.mark.parametrize(
@@ -568,7 +568,6 @@ def test_free_text_scalars_redacted(engine: Engine, what: str, raw: str) -> None
         "Filter at 37%, 21.5 C, humidity 40, version 1.4.2_0012, build 2023-05-01",
         "error 0x1f at step 3 of 12; retry in 30 s",
         "time 12:30:45 ok",
-        "serial 490154203237519 (not an IMEI: bad Luhn)",
         "v1.2.3.4.5",
         "Ünïcödé ✓ 空气净化器",
         "",

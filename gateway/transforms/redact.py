@@ -1,79 +1,101 @@
-"""Free text is scanned for identifiers smuggled into it, which are replaced by a tag.
+"""The identifier floor: every forwarded string and integer is checked for personal identifiers.
 
-Catches e-mail addresses, MAC addresses, IPv6 (including EUI-64 link-local, which embeds a
-MAC) and IPv4 addresses, and IMEIs (15 digits with a valid Luhn check). Where a match is
-ambiguous, it errs towards redacting a little more (`mac:a4:..` loses its `ac:` too);
-candidate addresses must stand alone as words and parse, so `std::bad_alloc` stays text.
+* `contains_identifier(text)`: whether the text holds an identifier in any spelling.
+* `redact(text) -> (text, hit)`: each identifier replaced by a fixed tag, and whether any was.
+  The tags (`TAGS`: <mac> <eui64> <hostmac> <ip> <imei> <email> <token> <phone>) are never
+  detected themselves, so `redact` is idempotent.
+* `identifier_int(n)`: whether a JSON integer could be an identifier.
+
+Spellings, families and their limits are in `identifiers.py`; every family is linear in the
+length of the text (a hostile 64 KiB string is scanned in milliseconds: bench/inproc.py).
 """
 
 from __future__ import annotations
 
-import ipaddress
-import re
+from gateway.transforms.identifiers import TAGS, Span, spans
 
-_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
-# Runs of six or more hex pairs joined by ':' or '-': the whole run goes.
-_MAC = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{2}(?:[:-][0-9A-Fa-f]{2}){5,}(?![0-9A-Fa-f])")
-_IPV6 = re.compile(r"(?<!\w)[0-9A-Fa-f:.]{2,}(?:%[\w.]+)?(?!\w)")
-_IPV4 = re.compile(r"(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
-_IMEI = re.compile(r"(?<!\d)\d{15}(?!\d)")
-# Anything that can hold an identifier has a digit, ':', '-' or '@'; much text has none.
-_HINT = re.compile(r"[0-9@:-]")
+__all__ = ["TAGS", "contains_identifier", "identifier_int", "redact"]
 
-
-def _luhn(digits: str) -> bool:
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = int(ch)
-        if i % 2:
-            d = d * 2 - 9 if d > 4 else d * 2
-        total += d
-    return total % 10 == 0
-
-
-def _ipv6(m: re.Match[str]) -> str:
-    text = m.group()
-    core = text.rstrip(".")  # a sentence may end right after the address
-    if core.count(":") < 2:
-        return text
-    try:
-        ipaddress.IPv6Address(core.split("%", 1)[0])
-    except ValueError:
-        return text
-    return "[ip]" + text[len(core) :]
-
-
-def _ipv4(m: re.Match[str]) -> str:
-    try:
-        ipaddress.IPv4Address(m.group())
-    except ValueError:
-        return m.group()
-    return "[ip]"
-
-
-def _imei(m: re.Match[str]) -> str:
-    return "[imei]" if _luhn(m.group()) else m.group()
-
-
-def redact(text: str) -> tuple[str, bool]:
-    """The text with identifiers replaced, and whether anything was replaced."""
-    if _HINT.search(text) is None:
-        return text, False
-    out = _EMAIL.sub("[email]", text)
-    out = _MAC.sub("[mac]", out)
-    out = _IPV6.sub(_ipv6, out)
-    out = _IPV4.sub(_ipv4, out)
-    out = _IMEI.sub(_imei, out)
-    return out, out != text
-
-
-_BARE_MAC = re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{12}(?![0-9A-Fa-f])")
+_MAX_ROUNDS = 4
 
 
 def contains_identifier(text: str) -> bool:
-    return redact(text)[1] or _BARE_MAC.search(text) is not None
+    """True if `text` contains a personal identifier in any spelling this module knows."""
+    return bool(spans(text, first=True))
+
+
+def _merge(found: list[Span]) -> list[Span]:
+    """Overlapping spans become one, tagged by the earliest (then longest) of them."""
+    found.sort(key=lambda s: (s[0], -s[1]))
+    merged: list[Span] = []
+    for start, end, tag in found:
+        if merged and start < merged[-1][1]:
+            last = merged[-1]
+            if end > last[1]:
+                merged[-1] = (last[0], end, last[2])
+        else:
+            merged.append((start, end, tag))
+    return merged
+
+
+# Characters no detector reads as part of, or as context of, an identifier (identifiers.py): a
+# tag between two of these cannot make a new identifier with what is around it.
+_INERT = frozenset(" \t\r\n\"',;()[]{}<>=!?|&#*~^$")
+
+
+def _once(text: str) -> tuple[str, bool]:
+    """One pass: the text with identifiers replaced, and whether a second pass could find more
+    (a tag that now touches letters, digits or separators changes their context)."""
+    found = spans(text)
+    if not found:
+        return text, False
+    parts: list[str] = []
+    pos = 0
+    size = len(text)
+    settled = True
+    for start, end, tag in _merge(found):
+        parts.append(text[pos:start])
+        parts.append(tag)
+        pos = end
+        if (start and text[start - 1] not in _INERT) or (end < size and text[end] not in _INERT):
+            settled = False
+    parts.append(text[pos:])
+    return "".join(parts), not settled
+
+
+def redact(text: str) -> tuple[str, bool]:
+    """The text with each identifier replaced by its tag, and whether anything was replaced."""
+    out, again = _once(text)
+    if out == text:
+        return text, False
+    # A replacement can change what is around it ("a-A41B9E" + tag): scan until stable.
+    for _ in range(_MAX_ROUNDS):
+        if not again:
+            break
+        nxt, again = _once(out)
+        if nxt == out:
+            break
+        out = nxt
+    return out, True
+
+
+# -- integers ------------------------------------------------------------------------------------
+
+_INT32 = 1 << 32
+# Milliseconds since the epoch, 2000-01-01 .. 2100-01-01 (zigbee2mqtt `last_seen`, Shelly
+# `ts`): a 48-bit MAC in this window would start with 00:DC..03:BB.
+_EPOCH_MS = (946_684_800_000, 4_102_444_800_000)
+# Private IPv4 ranges as integers, above 2**31: no counter, uptime or Unix time reaches them.
+_PRIVATE_V4 = ((0xAC100000, 0xAC1FFFFF), (0xC0A80000, 0xC0A8FFFF))  # 172.16/12, 192.168/16
 
 
 def identifier_int(n: int) -> bool:
-    """A JSON integer that could be an identifier: IMEI-length, a MAC or an EUI-64 as a number."""
-    return abs(n) >= 10**10
+    """True if a JSON integer could be an identifier: a MAC-48 or EUI-64 as a number, an IMEI
+    (15-17 digits), or a private IPv4 address as a number. Counters, uptimes, RSSI, Unix times
+    in seconds and epoch milliseconds are not."""
+    if isinstance(n, bool):
+        return False
+    m = abs(n)
+    if m >= _INT32:
+        return not (_EPOCH_MS[0] <= m < _EPOCH_MS[1])
+    return any(lo <= m <= hi for lo, hi in _PRIVATE_V4)
