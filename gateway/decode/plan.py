@@ -25,9 +25,11 @@ from gateway.policy.model import (
 )
 
 _BASE: dict[str, Any] = {"str": str, "int": int, "float": float, "bool": bool, "id": int | str}
-# Numbers this large can carry an IMEI or a MAC; a kept number with no declared bound is
-# checked against this at run time (`Leaf.scan`).
+# Numbers this large can carry an IMEI or a MAC: no kept number's domain may reach them.
 NUMBER_BOUND = 10**10
+# A kept number whose domain reaches this far could be an IPv4 address written as an integer
+# (192.168.20.46 is 3232240686): each value is checked at run time (`Leaf.scan`).
+SMALL_NUMBER = 2**24
 # What a field is counted as when its value cannot leave: a fixed vocabulary.
 INVALID_REASONS = ("wrong_type", "out_of_domain", "identifier")
 
@@ -84,8 +86,8 @@ def _scan(f: Field, action: str) -> int:
         return 0 if f.enum else 1
     if f.type in ("int", "float"):
         lo, hi = f.min, f.max
-        bounded = lo is not None and hi is not None and max(abs(lo), abs(hi)) < NUMBER_BOUND
-        return 0 if bounded else 2
+        small = lo is not None and hi is not None and max(abs(lo), abs(hi)) < SMALL_NUMBER
+        return 0 if small else 2
     return 0
 
 

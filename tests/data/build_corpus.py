@@ -508,7 +508,7 @@ def corpus() -> dict[str, list[dict[str, Any]]]:
         "props",
         {
             "method": "props",
-            "params": {"power": "on", "mute": "off", "audio_mode": "auto", "volume": 30},
+            "params": {"power": "on", "mute": "off", "audio_mode": "off", "volume": 30},
         },
         [],
         "issue",
