@@ -7,6 +7,7 @@ import asyncio
 import json
 import os
 import queue
+import signal
 import subprocess
 import sys
 import threading
@@ -651,3 +652,86 @@ def http_ok(url: str) -> bool:
             return bool(r.status == 200)
     except OSError:
         return False
+
+
+def gateway_entry_points() -> list[list[str]]:
+    script = Path(sys.executable).parent / "gateway"
+    return [[sys.executable, "-m", "gateway"], *([[str(script)]] if script.exists() else [])]
+
+
+@pytest.mark.parametrize("entry", gateway_entry_points(), ids=lambda e: Path(e[-1]).name)
+def test_signals_in_the_first_moments_are_handled(
+    tmp_path: Path, mosquitto: Mosquitto, entry: list[str]
+) -> None:
+    """SIGHUP 0.2 s after start (a supervisor's reload racing the start) must not kill
+    the process; SIGTERM that early stops it cleanly."""
+    metrics = f"127.0.0.1:{free_port()}"
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'policies = "{TEST_POLICIES}"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'metrics_listen = "{metrics}"\n'
+        f'[source]\nport = {mosquitto.port}\nclient_id = "sig-{free_port()}"\n'
+        f'[[sinks]]\ntype = "file"\nfile = {{ dir = "{tmp_path / "sinks"}" }}\n'
+    )
+    cmd = [*entry, "run", "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for pause in (0.2, 0.1, 0.2):  # at 0.2, 0.3 and 0.5 s: while it still imports
+            time.sleep(pause)
+            proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: http_ok(f"http://{metrics}/readyz"), what="gateway up after SIGHUPs")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGHUP)  # a reload once running: still alive
+        time.sleep(0.5)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]  # a clean stop, not killed by SIGTERM
+
+
+def test_a_reload_that_would_drop_a_product_receiving_traffic_is_refused(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    pol_dir = tmp_path / "policies"
+    pol_dir.mkdir()
+    text = (TEST_POLICIES / "purifier.toml").read_text()
+    (pol_dir / "purifier.toml").write_text(text)
+    (pol_dir / "fan.toml").write_text(text.replace('id = "purifier"', 'id = "fan"'))
+    cfg = config(
+        tmp_path, mosquitto.port, policies=str(pol_dir), routing=Routing(default_region="de")
+    )
+    pub = Publisher(mosquitto.port)
+    gw = Gateway(cfg)
+    gw.start()
+    try:
+        wait_for(gw.is_ready, what="gateway connected")
+        time.sleep(0.3)
+        props = b'{"id":%d,"method":"props"}'
+        pub.send("miot/purifier/dev1/props", props % 1)
+        wait_for(lambda: len(records(tmp_path / "sinks", "de")) == 1)
+
+        # A half-synced directory: purifier.toml is missing for a moment.
+        (pol_dir / "purifier.toml").unlink()
+        gw.request_reload()
+        wait_for(lambda: metric(gw, "gateway_policy_reloads_total", outcome="error") == 1)
+        assert set(gw.engine.products) == {"purifier", "fan"}
+        pub.send("miot/purifier/dev1/props", props % 2)
+        wait_for(lambda: len(records(tmp_path / "sinks", "de")) == 2, what="still forwarded")
+
+        # fan has had no traffic: dropping it is a decommissioning, and is applied.
+        (pol_dir / "purifier.toml").write_text(text)
+        (pol_dir / "fan.toml").unlink()
+        gw.request_reload()
+        wait_for(lambda: metric(gw, "gateway_policy_reloads_total", outcome="ok") == 1)
+        assert set(gw.engine.products) == {"purifier"}
+        assert metric(gw, "gateway_policy_reloads_total", outcome="error") == 1
+    finally:
+        gw.stop()
+        pub.close()
