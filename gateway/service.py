@@ -17,12 +17,13 @@ import subprocess
 import sys
 import threading
 import time
-from collections import defaultdict
+from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 from typing import TypeVar
 
+from gateway import signals
 from gateway.config import ConfigError, GatewayConfig, SinkSpec, load_config
 from gateway.consent.state import ConsentError, ConsentStore, parse_consent
 from gateway.engine import Engine
@@ -44,6 +45,10 @@ from gateway.transforms.pseudonymize import KeyRing, load_or_create_master
 log = logging.getLogger("gateway.service")
 
 T = TypeVar("T")
+
+# A reload may not drop a product that received messages within this window.
+TRAFFIC_WINDOW_S = 600.0
+TRAFFIC_SNAPSHOT_S = 30.0
 
 
 def _make_sink(spec: SinkSpec, region: str, worker: int | None) -> Sink:
@@ -106,6 +111,7 @@ class Gateway:
         # <state>/worker-N/held/records.jsonl: enforced records no region may receive.
         self.held: Sink = FileSink(FileSinkConfig(dir=str(self.state)), "held")
         self._reload = threading.Event()
+        self._traffic: deque[tuple[float, dict[str, int]]] = deque([(time.monotonic(), {})])
         self._stop = threading.Event()
         self._stopped = False
         self.worker_thread: threading.Thread | None = None
@@ -259,6 +265,7 @@ class Gateway:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            self._note_traffic()
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()
@@ -278,11 +285,49 @@ class Gateway:
 
     def reload(self) -> None:
         try:
-            self.engine.reload(load_dir(self.policy_dir))
+            policies = load_dir(self.policy_dir)
         except PolicyError as exc:  # includes PlanError: keep the running policies
             self.events.policy_reload(False, str(exc))
             return
+        # A product that vanished while its devices still send is far more likely a policy
+        # directory caught half-synced than a decommissioning: its messages would all be
+        # rejected as unknown_product, and acknowledged.
+        busy = sorted((set(self.engine.products) - set(policies)) & self._receiving())
+        if busy:
+            self.events.policy_reload(
+                False,
+                f"it would drop {', '.join(busy)}, which received messages in the last "
+                f"{TRAFFIC_WINDOW_S / 60:.0f} minutes (a policy directory not fully synced?); "
+                "remove a product once its devices are silent",
+            )
+            return
+        try:
+            self.engine.reload(policies)
+        except PolicyError as exc:
+            self.events.policy_reload(False, str(exc))
+            return
         self.events.policy_reload(True)
+
+    def _received_by_product(self) -> dict[str, int]:
+        totals: defaultdict[str, int] = defaultdict(int)
+        for (product, _kind), n in list(self.events.received.items()):
+            totals[product] += n
+        return totals
+
+    def _note_traffic(self) -> None:
+        """A snapshot of the per-product receive counts every TRAFFIC_SNAPSHOT_S, the
+        oldest kept TRAFFIC_WINDOW_S old: what `_receiving` compares against."""
+        now = time.monotonic()
+        if now - self._traffic[-1][0] < TRAFFIC_SNAPSHOT_S:
+            return
+        self._traffic.append((now, self._received_by_product()))
+        while len(self._traffic) > 1 and self._traffic[1][0] <= now - TRAFFIC_WINDOW_S:
+            self._traffic.popleft()
+
+    def _receiving(self) -> set[str]:
+        """Products with messages in the last TRAFFIC_WINDOW_S (a little more, at most)."""
+        then = self._traffic[0][1]
+        return {p for p, n in self._received_by_product().items() if n > then.get(p, 0)}
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -327,18 +372,9 @@ class Gateway:
 
 
 def run_worker(config: GatewayConfig, worker: int, shadow: bool, one_of_many: bool) -> int:
+    # Normally installed by the entry point already, before any heavy import.
+    signals.install()
     gw = Gateway(config, worker, shadow, one_of_many=one_of_many)
-    done = threading.Event()
-
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    def on_hup(signum: int, frame: FrameType | None) -> None:
-        gw.request_reload()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    signal.signal(signal.SIGHUP, on_hup)
     gw.start()
     log.info(
         "gateway worker %d running%s: %d policies, metrics on %s (+%d)",
@@ -348,7 +384,10 @@ def run_worker(config: GatewayConfig, worker: int, shadow: bool, one_of_many: bo
         config.metrics_listen,
         worker,
     )
-    while not done.wait(0.5):
+    while not signals.STOP.wait(0.1):
+        if signals.RELOAD.is_set():
+            signals.RELOAD.clear()
+            gw.request_reload()
         if not gw.healthy():
             log.error("worker thread ended; exiting so the supervisor restarts us")
             gw.stop()
@@ -390,5 +429,7 @@ def run_from_config(
 
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(sig, forward)
+    if signals.STOP.is_set():  # asked to stop while starting up
+        forward(signal.SIGTERM, None)
     codes = [c.wait() for c in children]
     return max(codes)

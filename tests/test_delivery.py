@@ -6,10 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import queue
+import signal
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gateway.config import GatewayConfig, Routing
 from gateway.service import Gateway
+from gateway.sources.mqtt import Delivery, MqttSource
 from gateway.sources.mqtt.config import MqttSourceConfig
 from gateway.spool.config import SpoolConfig
 from gateway.spool.spool import HEADER_BYTES, LEN
@@ -488,6 +493,245 @@ def test_metrics_tell_the_truth_through_an_outage_with_a_full_spool(
         spooled_total = m("gateway_sink_records_total", sink="nats", region="de", outcome="spooled")
         assert committed + spooled_total == n  # each record counted once
         assert m("gateway_sink_records_total", sink="nats", region="de", outcome="failed") == 0
+    finally:
+        gw.stop()
+        pub.close()
+
+
+def backlog(port: int, topic: str, n: int, payload: Callable[[int], bytes]) -> None:
+    """Publish n QoS1 messages as fast as the broker acknowledges them."""
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=f"backlog-{free_port()}",
+        protocol=MQTTProtocolVersion.MQTTv5,
+    )
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        for start in range(0, n, 1000):  # paho slows down with many messages queued
+            infos = [
+                client.publish(topic, payload(i), qos=1) for i in range(start, min(n, start + 1000))
+            ]
+            for info in infos:
+                info.wait_for_publish(60)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def test_the_source_reads_no_more_than_its_window(mosquitto: Mosquitto) -> None:
+    """mosquitto 2.0 sends a session's backlog regardless of Receive Maximum once acks
+    flow; the source stops reading the socket at `receive_maximum` unfinished messages."""
+    window = 100
+    cfg = MqttSourceConfig(
+        port=mosquitto.port, client_id=f"bounded-{free_port()}", receive_maximum=window
+    )
+    source = MqttSource(cfg)
+    source.start()
+    wait_for(source.connected.is_set, what="source connected")
+    time.sleep(0.3)
+    source.stop()  # the session stays, and the backlog waits in it
+    n = 5_000
+    backlog(mosquitto.port, "miot/purifier/dev1/props", n, lambda i: b'{"id":%d}' % i)
+
+    source = MqttSource(cfg)
+    source.start()
+    try:
+        wait_for(lambda: source.queue.qsize() >= window, what="a full window")
+        time.sleep(1.0)  # nothing finished: the loop must read no further
+        assert source.queue.qsize() == window
+        assert source.unacked == window
+        got = 0
+        peak = 0
+        while got < n:
+            batch: list[Delivery] = []
+            while len(batch) < 50:
+                try:
+                    batch.append(source.queue.get(timeout=10))
+                except queue.Empty:
+                    break
+            assert batch, f"stalled after {got}"
+            peak = max(peak, source.unacked, source.queue.qsize())
+            source.ack_all(batch)
+            got += len(batch)
+        assert peak <= window
+        assert source.queue.empty() and source.unacked == 0
+    finally:
+        source.stop()
+
+
+def vm_kib(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
+
+
+# What gateway/sources/mqtt/README.md states: peak RSS of `gateway run` (receive_maximum
+# 1000) with a 50,000-message backlog at the broker and a sink slower than the broker.
+RSS_OVER_IDLE_MIB = 8
+
+
+def test_memory_is_bounded_by_the_window_with_a_50k_backlog(
+    tmp_path: Path, mosquitto: Mosquitto, nats_server: NatsServer
+) -> None:
+    """`gateway run` as an operator runs it, its session holding a 50,000-message backlog
+    that mosquitto flushes regardless of Receive Maximum, its NATS sink behind a 50 KB/s
+    link: the gateway holds at most its window, and its RSS stays within the stated bound
+    over idle (before the window was enforced: 41 -> 65 MiB after 25 s, and rising)."""
+    proxy = TcpProxy(nats_server.port, rate_bytes_s=50_000).start()
+    metrics = f"127.0.0.1:{free_port()}"
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'policies = "{TEST_POLICIES}"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'metrics_listen = "{metrics}"\n'
+        f'[source]\nport = {mosquitto.port}\nclient_id = "rss-{free_port()}"\n'
+        '[routing]\ndefault_region = "de"\n'
+        f'[[sinks]]\ntype = "nats"\nnats = {{ url = "nats://127.0.0.1:{proxy.port}" }}\n'
+    )
+
+    def run() -> subprocess.Popen[bytes]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "gateway", "run", "--config", str(cfg)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_for(lambda: http_ok(f"http://{metrics}/readyz"), what="gateway ready")
+        return proc
+
+    def scraped(name: str) -> float:
+        body = urllib.request.urlopen(f"http://{metrics}/metrics", timeout=5).read().decode()
+        for fam in text_string_to_metric_families(body):
+            for sample in fam.samples:
+                if sample.name == name and not sample.labels:
+                    return float(sample.value)
+        raise AssertionError(f"{name} not scraped")
+
+    proc = run()
+    try:
+        time.sleep(1.0)  # subscribed, the NATS stream created: the session exists
+        idle_kib = vm_kib(proc.pid, "VmRSS")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+    n = 50_000
+    pad = b"x" * 120
+    backlog(
+        mosquitto.port,
+        "miot/purifier/dev1/props",
+        n,
+        lambda i: b'{"id":%d,"method":"props","params":{"aqi":%d},"note":"%s"}' % (i, i, pad),
+    )
+    proc = run()
+    try:
+        peak_inflight = 0.0
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            peak_inflight = max(peak_inflight, scraped("gateway_inflight_messages"))
+            time.sleep(0.1)
+        peak_kib = vm_kib(proc.pid, "VmHWM")
+        limit = scraped("gateway_inflight_limit")
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        proxy.stop()
+    print(
+        f"idle RSS {idle_kib / 1024:.1f} MiB, peak {peak_kib / 1024:.1f} MiB "
+        f"with a {n} backlog; peak in flight {peak_inflight:.0f}"
+    )
+    assert limit == 1000
+    assert 500 < peak_inflight <= 1000  # the window filled, and was never exceeded
+    assert (peak_kib - idle_kib) / 1024 < RSS_OVER_IDLE_MIB
+
+
+def http_ok(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as r:
+            return bool(r.status == 200)
+    except OSError:
+        return False
+
+
+def gateway_entry_points() -> list[list[str]]:
+    script = Path(sys.executable).parent / "gateway"
+    return [[sys.executable, "-m", "gateway"], *([[str(script)]] if script.exists() else [])]
+
+
+@pytest.mark.parametrize("entry", gateway_entry_points(), ids=lambda e: Path(e[-1]).name)
+def test_signals_in_the_first_moments_are_handled(
+    tmp_path: Path, mosquitto: Mosquitto, entry: list[str]
+) -> None:
+    """SIGHUP 0.2 s after start (a supervisor's reload racing the start) must not kill
+    the process; SIGTERM that early stops it cleanly."""
+    metrics = f"127.0.0.1:{free_port()}"
+    cfg = tmp_path / "gateway.toml"
+    cfg.write_text(
+        f'policies = "{TEST_POLICIES}"\nstate_dir = "{tmp_path / "state"}"\n'
+        f'metrics_listen = "{metrics}"\n'
+        f'[source]\nport = {mosquitto.port}\nclient_id = "sig-{free_port()}"\n'
+        f'[[sinks]]\ntype = "file"\nfile = {{ dir = "{tmp_path / "sinks"}" }}\n'
+    )
+    cmd = [*entry, "run", "--config", str(cfg)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for pause in (0.2, 0.1, 0.2):  # at 0.2, 0.3 and 0.5 s: while it still imports
+            time.sleep(pause)
+            proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: http_ok(f"http://{metrics}/readyz"), what="gateway up after SIGHUPs")
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGHUP)  # a reload once running: still alive
+        time.sleep(0.5)
+        assert proc.poll() is None
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]
+
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err.decode()[-2000:]  # a clean stop, not killed by SIGTERM
+
+
+def test_a_reload_that_would_drop_a_product_receiving_traffic_is_refused(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    pol_dir = tmp_path / "policies"
+    pol_dir.mkdir()
+    text = (TEST_POLICIES / "purifier.toml").read_text()
+    (pol_dir / "purifier.toml").write_text(text)
+    (pol_dir / "fan.toml").write_text(text.replace('id = "purifier"', 'id = "fan"'))
+    cfg = config(
+        tmp_path, mosquitto.port, policies=str(pol_dir), routing=Routing(default_region="de")
+    )
+    pub = Publisher(mosquitto.port)
+    gw = Gateway(cfg)
+    gw.start()
+    try:
+        wait_for(gw.is_ready, what="gateway connected")
+        time.sleep(0.3)
+        props = b'{"id":%d,"method":"props"}'
+        pub.send("miot/purifier/dev1/props", props % 1)
+        wait_for(lambda: len(records(tmp_path / "sinks", "de")) == 1)
+
+        # A half-synced directory: purifier.toml is missing for a moment.
+        (pol_dir / "purifier.toml").unlink()
+        gw.request_reload()
+        wait_for(lambda: metric(gw, "gateway_policy_reloads_total", outcome="error") == 1)
+        assert set(gw.engine.products) == {"purifier", "fan"}
+        pub.send("miot/purifier/dev1/props", props % 2)
+        wait_for(lambda: len(records(tmp_path / "sinks", "de")) == 2, what="still forwarded")
+
+        # fan has had no traffic: dropping it is a decommissioning, and is applied.
+        (pol_dir / "purifier.toml").write_text(text)
+        (pol_dir / "fan.toml").unlink()
+        gw.request_reload()
+        wait_for(lambda: metric(gw, "gateway_policy_reloads_total", outcome="ok") == 1)
+        assert set(gw.engine.products) == {"purifier"}
+        assert metric(gw, "gateway_policy_reloads_total", outcome="error") == 1
     finally:
         gw.stop()
         pub.close()

@@ -236,6 +236,8 @@ class MqttSource:
         sock = c.socket()
         if sock is None:
             return
+        # Paused first, then the count: an ack_all() in between sees the flag and wakes us.
+        self._paused = True
         room = self._received - self._finished < self.window
         self._paused = not room
         rlist: list[Any] = [self._wake_r, sock] if room else [self._wake_r]
