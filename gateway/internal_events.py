@@ -219,12 +219,12 @@ class Events:
         self.inflight.set_function(unacked)
         self.inflight_limit.set(limit)
 
-    def source_connection(self, up: bool, detail: str = "") -> None:
+    def source_connection(self, up: bool, detail: str = "", broker: str = "") -> None:
         self.connected.set(1 if up else 0)
         if up:
-            log.info("mqtt source connected")
+            log.info("mqtt source connected broker=%s", broker)
         elif self._ratelog.allow("source-down"):
-            log.warning("mqtt source not connected: %s", detail)
+            log.warning("mqtt source not connected broker=%s: %s", broker, detail)
 
     def broker_stat(self, name: str, value: float) -> None:
         before = self.broker.get(name)
