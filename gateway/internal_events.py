@@ -152,8 +152,10 @@ class Events:
 
     def message_outcome(self, product: str, kind: str, outcome: str) -> None:
         self.outcomes[product, kind, outcome] += 1
+        # Holding is enforcement working as designed (like a rejection): INFO, and the
+        # GatewayRecordsHeld alert is the operator's signal.
         if outcome == "held" and self._ratelog.allow("held"):
-            log.warning(
+            log.info(
                 "record held: device region is not named by the policy product=%s kind=%s",
                 product,
                 kind,
