@@ -13,8 +13,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def demo(out: Path, duration: str = "2") -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
     return subprocess.run(
-        [sys.executable, "-m", "gateway", "demo", "--duration", duration, "--rate", "150"]
-        + ["--out", str(out)],
+        [
+            sys.executable,
+            "-m",
+            "gateway",
+            "demo",
+            *("--duration", duration, "--rate", "150"),
+            "--out",
+            str(out),
+        ],
         capture_output=True,
         text=True,
         cwd=ROOT,
