@@ -123,6 +123,12 @@ class Events:
             ["product", "policy_hash"],
             registry=r,
         )
+        self.policy_regions_named = Gauge(
+            "gateway_policy_regions",
+            "Data-residency regions the loaded policy names (0: the product is never forwarded)",
+            ["product"],
+            registry=r,
+        )
         self.withdrawals = Counter(
             "gateway_consent_withdrawals", "Consent withdrawals seen", ["product"], registry=r
         )
@@ -249,6 +255,12 @@ class Events:
         for product, h in hashes.items():
             self.policy_info.labels(product, h[:12]).set(1)
         log.info("policies loaded: %s", ", ".join(f"{p}@{h[:12]}" for p, h in hashes.items()))
+
+    def policy_regions(self, regions: dict[str, int]) -> None:
+        # Alerts tell "held by design" (no region named) from "held by a routing mistake".
+        self.policy_regions_named.clear()
+        for product, n in regions.items():
+            self.policy_regions_named.labels(product).set(n)
 
     def policy_reload(self, ok: bool, detail: str = "") -> None:
         self.reloads.labels("ok" if ok else "error").inc()

@@ -120,6 +120,7 @@ class Gateway:
             topics=TopicScheme(config.source.topic_pattern),
         )
         broker = f"{config.source.host}:{config.source.port}"
+        self._count_regions()
         self.source = MqttSource(
             config.source,
             worker,
@@ -288,6 +289,9 @@ class Gateway:
                 log.exception("worker failed; exiting without acknowledging the batch")
                 return
 
+    def _count_regions(self) -> None:
+        self.events.policy_regions({p: len(c.regions) for p, c in self.engine.products.items()})
+
     def reload(self) -> None:
         try:
             policies = load_dir(self.policy_dir)
@@ -311,6 +315,7 @@ class Gateway:
         except PolicyError as exc:
             self.events.policy_reload(False, str(exc))
             return
+        self._count_regions()
         self.events.policy_reload(True)
 
     def _received_by_product(self) -> dict[str, int]:
