@@ -8,29 +8,26 @@ so none can reach the report; every string is HTML-escaped all the same.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from html import escape
 from pathlib import Path
 
 from gateway.explain import policy_rows
 from gateway.policy.loader import LoadedPolicy
+from gateway.report.html import CSS as _CSS
+from gateway.report.html import anchor as _anchor
+from gateway.report.html import e as _e
+from gateway.report.html import figure as _figure
+from gateway.report.html import table as _table
+from gateway.report.html import tag as _tag
+from gateway.report.numbers import ACTIONS, OTHER, OUTCOMES, UNKNOWN
+from gateway.report.numbers import Product as _Product
+from gateway.report.numbers import applied as _applied
+from gateway.report.numbers import seen as _seen
+from gateway.report.numbers import segments as _segments
 from gateway.report.scrape import ReportError, Scrape, display_source, parse, read_source
 from gateway.report.svg import bar_chart, fmt, legend
-
-OUTCOMES = ("forwarded", "rejected", "held", "shadowed")
-# Chart order of the applied actions; `redact` is counted on top of `keep` (a kept free-text
-# field in which an identifier was found and redacted), so it is charted as a part of keep.
-ACTIONS = ("keep", "redact", "pseudonymize", "coarsen", "drop", "consent_drop")
-UNKNOWN = "_unknown"
-OTHER = "_other"
-# Undeclared names are shown only when identifier-shaped (the gateway bounds them the same
-# way); anything else is folded into `_other`.
-_SEG = r"[A-Za-z_][A-Za-z0-9_]{0,39}(\[\])?"
-_SAFE_NAME = re.compile(rf"^{_SEG}(\.{_SEG})*$")
 
 REASONS: dict[str, str] = {
     "bad_topic": "topic does not match the topic layout, or the device id is empty or too long",
@@ -54,47 +51,6 @@ ACTION_NOTES: dict[str, str] = {
     "drop": "never forwarded",
     "consent_drop": "dropped because the device has not opted in to the field's consent toggle",
 }
-
-_CSS = """
-:root{--fg:#1d2330;--mut:#5b6475;--line:#d9dde5;--bg:#f6f7f9;--warn:#8a4b00;--warnbg:#fff4e0;
---ok:#0b6b3a;--okbg:#e6f5ec;--bad:#a12a00;--badbg:#fde9e1}
-*{box-sizing:border-box}
-body{font:13px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
-color:var(--fg);margin:0;background:#fff}
-main{max-width:1180px;margin:0 auto;padding:24px 28px 48px}
-h1{font-size:22px;margin:0 0 6px}
-h2{font-size:18px;margin:36px 0 4px;padding-top:14px;border-top:3px solid var(--fg)}
-h3{font-size:14px;margin:22px 0 6px}
-p{margin:6px 0}
-.meta{background:var(--bg);border:1px solid var(--line);border-radius:6px;padding:10px 14px;
-margin:12px 0}
-.meta dt{float:left;clear:left;width:150px;color:var(--mut)}
-.meta dd{margin:0 0 2px 150px}
-.note{color:var(--mut)}
-table{border-collapse:collapse;width:100%;margin:6px 0 10px}
-th,td{border-bottom:1px solid var(--line);padding:4px 6px;text-align:left;vertical-align:top}
-th{background:var(--bg);font-weight:600;white-space:nowrap}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-tr.total td{font-weight:600;border-top:2px solid var(--line)}
-tr.unseen td{color:var(--mut)}
-code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.tag{display:inline-block;padding:0 6px;border-radius:9px;font-size:11px;white-space:nowrap}
-.ok{background:var(--okbg);color:var(--ok)}
-.warn{background:var(--warnbg);color:var(--warn)}
-.bad{background:var(--badbg);color:var(--bad)}
-.ovr{color:var(--bad);font-weight:600}
-figure.chart{margin:8px 0 14px}
-figure.chart figcaption{font-weight:600;margin-bottom:2px}
-svg .lbl{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;fill:#1d2330}
-svg .val{font:11px system-ui,sans-serif;fill:#5b6475}
-.legend{margin:2px 0 6px}
-.key{margin-right:14px;white-space:nowrap}
-.swatch{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px;
-vertical-align:-1px}
-ul.compact{margin:4px 0;padding-left:20px;columns:2}
-nav ul{margin:4px 0;padding-left:20px}
-@media print{h2{break-before:page}main{max-width:none;padding:0}}
-"""
 
 
 def write_report(
@@ -124,117 +80,6 @@ def write_report(
 
 
 # -- helpers ---------------------------------------------------------------------------------
-
-
-def _e(s: object) -> str:
-    return escape(str(s), quote=True)
-
-
-def _table(
-    head: Sequence[str],
-    rows: Iterable[Sequence[str]],
-    numeric: Iterable[int] = (),
-    *,
-    total: Sequence[str] | None = None,
-    row_class: Sequence[str] | None = None,
-) -> str:
-    """Cells are already-escaped HTML; columns in `numeric` align right; `total` is a last,
-    emphasised row; `row_class` gives each body row a class ("" for none)."""
-    nums = set(numeric)
-
-    def tr(cells: Sequence[str], tag: str = "td", cls: str = "") -> str:
-        attr = f' class="{cls}"' if cls else ""
-        tds = "".join(
-            f'<{tag} class="n">{c}</{tag}>' if i in nums else f"<{tag}>{c}</{tag}>"
-            for i, c in enumerate(cells)
-        )
-        return f"<tr{attr}>{tds}</tr>"
-
-    out = ["<table><thead>", tr(head, "th"), "</thead><tbody>"]
-    for i, row in enumerate(rows):
-        out.append(tr(row, cls=row_class[i] if row_class else ""))
-    if total is not None:
-        out.append(tr(total, cls="total"))
-    out.append("</tbody></table>")
-    return "".join(out)
-
-
-def _figure(caption: str, svg: str, extra: str = "") -> str:
-    return f'<figure class="chart"><figcaption>{_e(caption)}</figcaption>{extra}{svg}</figure>'
-
-
-def _tag(text: str, kind: str) -> str:
-    return f'<span class="tag {kind}">{_e(text)}</span>'
-
-
-def _anchor(pid: str) -> str:
-    return "p-" + re.sub(r"[^A-Za-z0-9_-]", "_", pid)
-
-
-def _shown_field(name: str) -> str:
-    return name if name == OTHER or _SAFE_NAME.match(name) else OTHER
-
-
-class _Product:
-    """The scrape's numbers for one product."""
-
-    def __init__(self, pid: str, s: Scrape) -> None:
-        self.received: defaultdict[str, float] = defaultdict(float)
-        self.outcomes: defaultdict[tuple[str, str], float] = defaultdict(float)
-        self.rejected: defaultdict[tuple[str, str], float] = defaultdict(float)
-        self.fields: defaultdict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-        self.undeclared: defaultdict[tuple[str, str], float] = defaultdict(float)
-        for (p, k), v in s.received.items():
-            if p == pid:
-                self.received[k] += v
-        for (p, k, o), v in s.outcomes.items():
-            if p == pid:
-                self.outcomes[k, o] += v
-        for (p, k, r), v in s.rejected.items():
-            if p == pid:
-                self.rejected[k, r] += v
-        for (p, k, f, a), v in s.fields.items():
-            if p == pid:
-                d = self.fields[k, f]
-                d[a] = d.get(a, 0.0) + v
-        for (p, k, f), v in s.undeclared.items():
-            if p == pid:
-                self.undeclared[k, _shown_field(f)] += v
-        self.hashes = s.policy_hashes.get(pid, set())
-
-    def outcome(self, name: str) -> float:
-        return sum(v for (_, o), v in self.outcomes.items() if o == name)
-
-    def kinds(self) -> set[str]:
-        ks = set(self.received) | {k for k, _ in self.outcomes} | {k for k, _ in self.rejected}
-        return ks | {k for k, _ in self.fields} | {k for k, _ in self.undeclared}
-
-
-def _seen(counts: dict[str, float]) -> float:
-    return sum(v for a, v in counts.items() if a != "redact")
-
-
-def _applied(counts: dict[str, float]) -> str:
-    parts = []
-    for a in sorted(counts, key=lambda a: (ACTIONS.index(a) if a in ACTIONS else 99, a)):
-        if a == "redact" or counts[a] <= 0:
-            continue
-        text = f"{_e(a)} {fmt(counts[a])}"
-        if a == "keep" and counts.get("redact", 0) > 0:
-            text += f" ({fmt(counts['redact'])} redacted)"
-        parts.append(text)
-    return " · ".join(parts) or "—"
-
-
-def _segments(counts: dict[str, float]) -> list[tuple[str, float]]:
-    segs = []
-    for a in ACTIONS:
-        v = counts.get(a, 0.0)
-        if a == "keep":
-            v -= counts.get("redact", 0.0)
-        segs.append((a, v))
-    segs += [(a, v) for a, v in sorted(counts.items()) if a not in ACTIONS]
-    return segs
 
 
 # -- sections --------------------------------------------------------------------------------
