@@ -64,6 +64,7 @@ class Events:
         self.rejected: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self.fields: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
         self.undeclared: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self.region_records: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._undeclared_names: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
         self._ratelog = _RateLimitedLog()
         # The source broker's own counters ($SYS), as last published by it.
@@ -166,6 +167,11 @@ class Events:
                 product,
                 kind,
             )
+
+    def record_forwarded(self, product: str, kind: str, region: str) -> None:
+        """A record durably with the sink of `region` (a region the product's policy names)."""
+        self.outcomes[product, kind, "forwarded"] += 1
+        self.region_records[product, region] += 1
 
     def undeclared_key(self, product: str, kind: str, path: str) -> tuple[str, str, str]:
         """The counter key an undeclared path is counted under (logged the first time)."""
@@ -348,6 +354,12 @@ class _HotCollector(Collector):
             "Declared fields by applied action",
             ["product", "kind", "field", "action"],
             list(ev.fields.items()),
+        )
+        yield _family(
+            "gateway_region_records",
+            "Records forwarded to the sink of a region, per product",
+            ["product", "region"],
+            list(ev.region_records.items()),
         )
         yield _family(
             "gateway_undeclared_fields",

@@ -265,7 +265,7 @@ class Gateway:
                 continue
             self._commit(sink, records)
             for r in records:
-                self.events.message_outcome(r.product, r.kind, "forwarded")
+                self.events.record_forwarded(r.product, r.kind, region)
         if held:
             self.held.write(held)
         self.source.ack_all(batch)

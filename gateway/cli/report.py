@@ -11,14 +11,27 @@ from gateway.cli.common import Sub, command, policies
 def cmd_report(args: argparse.Namespace) -> int:
     from gateway.report import write_report
 
-    write_report(args.metrics, args.out, policies(args.policies))
+    if args.prometheus is not None:
+        write_report(args.prometheus, args.out, policies(args.policies), window=args.range)
+    else:
+        write_report(args.metrics, args.out, policies(args.policies))
     print(args.out)
     return 0
 
 
 def add_commands(sub: Sub) -> None:
-    p = command(sub, "report", help="HTML compliance report per product from a metrics scrape")
-    p.add_argument("--metrics", required=True, help="URL of /metrics or a file with its text")
+    p = command(
+        sub,
+        "report",
+        help="HTML compliance report: per product, does what was forwarded match the published "
+        "policy; from one gateway's metrics or from Prometheus (every replica)",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--metrics", help="URL of one gateway's /metrics, or a file with its text")
+    src.add_argument("--prometheus", help="URL of a Prometheus server scraping the gateways")
+    p.add_argument(
+        "--range", default="24h", help="with --prometheus: the window counted (default: 24h)"
+    )
     p.add_argument("--policies", type=Path)
     p.add_argument("--out", type=Path, default=Path("report.html"))
     p.set_defaults(func=cmd_report)

@@ -33,7 +33,15 @@ code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
 .ok{background:var(--okbg);color:var(--ok)}
 .warn{background:var(--warnbg);color:var(--warn)}
 .bad{background:var(--badbg);color:var(--bad)}
+.mut{background:var(--bg);color:var(--mut)}
 .ovr{color:var(--bad);font-weight:600}
+.verdict{border:1px solid var(--line);border-left:6px solid var(--mut);border-radius:6px;
+padding:6px 14px;margin:10px 0}
+.verdict.ok{border-left-color:var(--ok);background:#fff;color:var(--fg)}
+.verdict.warn{border-left-color:var(--warn);background:#fff;color:var(--fg)}
+.verdict.bad{border-left-color:var(--bad);background:#fff;color:var(--fg)}
+.verdict ul{margin:4px 0;padding-left:0;list-style:none}
+.verdict li{margin:2px 0}
 figure.chart{margin:8px 0 14px}
 figure.chart figcaption{font-weight:600;margin-bottom:2px}
 svg .lbl{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;fill:#1d2330}

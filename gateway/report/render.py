@@ -21,7 +21,7 @@ from gateway.report.html import e as _e
 from gateway.report.html import figure as _figure
 from gateway.report.html import table as _table
 from gateway.report.html import tag as _tag
-from gateway.report.numbers import ACTIONS, OTHER, OUTCOMES, UNKNOWN
+from gateway.report.numbers import ACTIONS, OTHER, OUTCOMES, UNKNOWN, Verdict, hash_state, verdict
 from gateway.report.numbers import Product as _Product
 from gateway.report.numbers import applied as _applied
 from gateway.report.numbers import seen as _seen
@@ -59,14 +59,21 @@ def write_report(
     policies: dict[str, LoadedPolicy],
     *,
     now: datetime | None = None,
+    window: str | None = None,
 ) -> None:
-    """Fetch or read `metrics`, render the report for `policies`, write it to `out`.
+    """Fetch or read `metrics`, render the report for `policies`, write it to `out`. With a
+    `window`, `metrics` is a Prometheus server's URL and the counts are increases over it.
 
     Raises ReportError (naming the source, never a credential in it) when the metrics cannot
     be read or are not a gateway's.
     """
-    shown = display_source(metrics)
-    scrape = parse(read_source(metrics), shown)
+    if window is not None:
+        from gateway.report.prometheus import read_prometheus
+
+        scrape, shown = read_prometheus(metrics, window)
+    else:
+        shown = display_source(metrics)
+        scrape = parse(read_source(metrics), shown)
     page = render(scrape, policies, shown, now or datetime.now(UTC))
     out = Path(out)
     try:
@@ -87,27 +94,61 @@ def write_report(
 
 def _hash_status(lp: LoadedPolicy, hashes: set[str]) -> tuple[str, str]:
     """(tag html, sentence html) comparing the file with what the gateway reports loaded."""
-    mine = lp.hash[:12]
-    if not hashes:
+    listed = ", ".join(f"<code>{_e(h)}</code>" for h in sorted(hashes))
+    state = hash_state(lp, hashes)
+    if state == "not loaded":
         return _tag("not loaded", "bad"), (
             "The gateway reports no policy loaded for this product: it rejects the product's "
             "messages as <code>unknown_product</code>."
         )
-    match = any(len(h) >= 8 and lp.hash.startswith(h) for h in hashes)
-    listed = ", ".join(f"<code>{_e(h)}</code>" for h in sorted(hashes))
-    if match and len(hashes) == 1:
+    if state == "matches":
         return _tag("matches file", "ok"), (
             f"The gateway reports policy {listed} loaded: the same file as below."
         )
-    if match:
+    if state == "several":
         return _tag("several loaded", "warn"), (
             f"The gateway reports several policy versions loaded ({listed}), one of them this "
             "file: a reload was in progress, or workers disagree."
         )
     return _tag("differs", "bad"), (
         f"The gateway reports policy {listed} loaded, but the file read for this report hashes "
-        f"to <code>{_e(mine)}</code>: the declarations below may not be the ones enforced."
+        f"to <code>{_e(lp.hash[:12])}</code>: the declarations below may not be the ones enforced."
     )
+
+
+VERDICT_TAGS = {"ok": "matches", "warn": "review", "bad": "does not match", "none": "no traffic"}
+_CLASS = {"ok": "ok", "warn": "warn", "bad": "bad", "none": "mut"}
+
+
+def _verdict_tag(v: Verdict) -> str:
+    return _tag(VERDICT_TAGS[v.level], _CLASS[v.level])
+
+
+_POINT = {"ok": "safe", "warn": "review", "bad": "wrong", "none": "—"}
+
+
+def _verdict_box(v: Verdict) -> str:
+    items = "".join(
+        f"<li>{_tag(_POINT[lvl], _CLASS[lvl])} {_e(text)}</li>" for lvl, text in v.reasons
+    )
+    return (
+        f"<div class='verdict {_CLASS[v.level]}'><p><b>{_e(v.headline)}</b></p>"
+        f"<ul>{items}</ul></div>"
+    )
+
+
+def _regions_table(lp: LoadedPolicy, regions: dict[str, float]) -> str:
+    named = {r.id: r for r in lp.policy.regions}
+    rows = [
+        (f"<code>{_e(r.id)}</code>", _e(r.datacentre), _e(r.cite), fmt(regions.get(r.id, 0.0)))
+        for r in lp.policy.regions
+    ]
+    rows += [
+        (f"<code>{_e(r)}</code> {_tag('named by no policy clause', 'bad')}", "—", "—", fmt(v))
+        for r, v in sorted(regions.items())
+        if r not in named
+    ]
+    return _table(("Region", "Data centre", "Citation", "Records forwarded"), rows, numeric=(3,))
 
 
 def _product_section(lp: LoadedPolicy, s: Scrape) -> str:
@@ -119,6 +160,7 @@ def _product_section(lp: LoadedPolicy, s: Scrape) -> str:
     out.append(
         f"<h2>{_e(pid)} <span class='note'>— {_e(pol.name)} ({_e(pol.publisher)})</span></h2>"
     )
+    out.append(_verdict_box(verdict(lp, pr)))
 
     # Policy loaded
     tag, sentence = _hash_status(lp, pr.hashes)
@@ -137,23 +179,38 @@ def _product_section(lp: LoadedPolicy, s: Scrape) -> str:
             "<p>Records of this product are written only to sinks of the regions the policy "
             "names:</p>"
         )
-        out.append(
-            _table(
-                ("Region", "Data centre", "Citation"),
-                ((f"<code>{_e(r.id)}</code>", _e(r.datacentre), _e(r.cite)) for r in pol.regions),
-            )
-        )
+        out.append(_regions_table(lp, pr.regions))
     else:
         out.append(
-            f"<p>{_tag('no region', 'warn')} The policy names no data centre: nothing of this "
+            f"<p>{_tag('no region', 'ok')} The policy names no data centre: nothing of this "
             "product is forwarded.</p>"
         )
+        if pr.regions:
+            out.append(_regions_table(lp, pr.regions))
     held = pr.outcome("held")
-    if held:
+    if held and pol.regions:
         out.append(
             f"<p>{_tag('held', 'warn')} {fmt(held)} record(s) were held at the gateway because "
             "the device's region is not one the policy names.</p>"
         )
+    elif held:
+        out.append(
+            f"<p>{_tag('held by design', 'ok')} {fmt(held)} record(s) were held at the gateway: "
+            "the policy names no region they could go to.</p>"
+        )
+
+    # Consent
+    out.append("<h3>Consent</h3>")
+    withdrawn = pr.outcome("withdrawn")
+    if pr.withdrawals or withdrawn:
+        out.append(
+            f"<p>{_tag('honoured', 'ok')} {fmt(pr.withdrawals)} consent withdrawal(s): the "
+            f"gateway stopped forwarding for those devices ({fmt(withdrawn)} message(s) not "
+            "forwarded) and requested erasure of their records from every region's sink "
+            "(see Where records went).</p>"
+        )
+    else:
+        out.append("<p class='note'>No consent withdrawal.</p>")
 
     # Messages
     out.append("<h3>Messages</h3>")
@@ -172,7 +229,7 @@ def _product_section(lp: LoadedPolicy, s: Scrape) -> str:
             _table(
                 ("Kind", "Received", *(o.capitalize() for o in OUTCOMES)),
                 body,
-                numeric=range(1, 6),
+                numeric=range(1, 2 + len(OUTCOMES)),
                 total=totals,
             )
         )
@@ -355,35 +412,45 @@ def _summary(policies: dict[str, LoadedPolicy], s: Scrape) -> str:
     for pid in sorted(policies):
         lp = policies[pid]
         pr = _Product(pid, s)
-        tag, _ = _hash_status(lp, pr.hashes)
         rows = list(policy_rows(lp))
         unseen = sum(1 for r in rows if not _seen(pr.fields.get((r["kind"], r["field"]), {})))
         drift = sum(pr.undeclared.values())
+        held = pr.outcome("held")
+        held_cell = fmt(held)
+        if held and not lp.policy.regions:
+            held_cell += " " + _tag("by design", "ok")
+        regions = ", ".join(f"{_e(r)} {fmt(v)}" for r, v in sorted(pr.regions.items()))
+        if not lp.policy.regions:
+            regions = regions or _tag("names none", "mut")
         body.append(
             (
                 f"<a href='#{_anchor(pid)}'>{_e(pid)}</a>",
-                tag,
-                ", ".join(_e(r.id) for r in lp.policy.regions) or _tag("none", "warn"),
+                _verdict_tag(verdict(lp, pr)),
                 fmt(sum(pr.received.values())),
-                *(fmt(pr.outcome(o)) for o in ("forwarded", "rejected", "held")),
+                fmt(pr.outcome("forwarded")),
+                regions or "—",
+                fmt(pr.outcome("withdrawn")),
+                fmt(pr.outcome("rejected")),
+                held_cell,
                 f"{fmt(unseen)} / {len(rows)}",
-                _tag(f"{fmt(drift)} drops, {len(pr.undeclared)} names", "bad") if drift else fmt(0),
+                _tag(f"{len(pr.undeclared)} names, {fmt(drift)} times", "ok") if drift else fmt(0),
             )
         )
     return _table(
         (
             "Product",
-            "Policy",
-            "Regions",
+            "Verdict",
             "Received",
             "Forwarded",
+            "Records per region",
+            "Withdrawn",
             "Rejected",
             "Held",
             "Fields never seen",
-            "Undeclared",
+            "Undeclared, dropped",
         ),
         body,
-        numeric=range(3, 9),
+        numeric=(2, 3, 5, 6, 7, 8),
     )
 
 
@@ -425,10 +492,10 @@ def _others(policies: dict[str, LoadedPolicy], s: Scrape) -> str:
 
 
 def _sinks(policies: dict[str, LoadedPolicy], s: Scrape) -> str:
-    if not s.sink_records:
+    if not s.sink_records and not s.erasures:
         return ""
     named = {r.id for lp in policies.values() for r in lp.policy.regions}
-    pairs = sorted({(sink, region) for sink, region, _ in s.sink_records})
+    pairs = sorted({(sink, region) for sink, region, _ in s.sink_records} | set(s.erasures))
     body = []
     for sink, region in pairs:
         region_cell = f"<code>{_e(region)}</code>"
@@ -442,12 +509,17 @@ def _sinks(policies: dict[str, LoadedPolicy], s: Scrape) -> str:
                     fmt(s.sink_records.get((sink, region, o), 0.0))
                     for o in ("committed", "spooled", "failed")
                 ),
+                fmt(s.erasures.get((sink, region), 0.0)),
             )
         )
     return (
         '<section id="sinks"><h2>Where records went: sinks by region</h2>'
         "<p class='note'>All products together (sink metrics carry no product label).</p>"
-        + _table(("Sink", "Region", "Committed", "Spooled", "Failed"), body, numeric=(2, 3, 4))
+        + _table(
+            ("Sink", "Region", "Committed", "Spooled", "Failed", "Erasure requests"),
+            body,
+            numeric=(2, 3, 4, 5),
+        )
         + "</section>"
     )
 
@@ -468,9 +540,13 @@ def _glossary() -> str:
 def render(s: Scrape, policies: dict[str, LoadedPolicy], source: str, now: datetime) -> str:
     generated = now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     since = "the gateway process started (counters restart from zero when it restarts)"
+    counts = f"cumulative since {since}"
     if s.process_start:
         started = datetime.fromtimestamp(s.process_start, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         since = f"the gateway process started at {started} (counters restart with it)"
+        counts = f"cumulative since {since}"
+    if s.window:
+        counts = f"increase over the last {s.window}, summed over {s.instances or 0} instance(s)"
     dirs = sorted({str(lp.path.parent) for lp in policies.values()})
     head = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -486,7 +562,7 @@ def render(s: Scrape, policies: dict[str, LoadedPolicy], source: str, now: datet
         "<dl class='meta'>"
         f"<dt>Generated</dt><dd>{_e(generated)}</dd>"
         f"<dt>Metrics source</dt><dd><code>{_e(source)}</code></dd>"
-        f"<dt>Counts</dt><dd>cumulative since {_e(since)}</dd>"
+        f"<dt>Counts</dt><dd>{_e(counts)}</dd>"
         f"<dt>Policy files</dt><dd>{', '.join(f'<code>{_e(d)}</code>' for d in dirs)}</dd>"
         "</dl></header>"
     )

@@ -14,6 +14,7 @@ PALETTE: dict[str, str] = {
     "drop": "#D55E00",
     "consent_drop": "#56B4E9",
     "forwarded": "#009E73",
+    "withdrawn": "#F0E442",
     "rejected": "#D55E00",
     "held": "#E69F00",
     "shadowed": "#999999",
