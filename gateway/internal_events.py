@@ -10,14 +10,17 @@ No label and no log line ever carries a value from a message.
 from __future__ import annotations
 
 import logging
+import platform
 import re
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from gateway.version import VERSION
 
 log = logging.getLogger("gateway")
 
@@ -37,6 +40,15 @@ _VALUE_LIKE = re.compile(r"(^|[._])([0-9A-Fa-f]{8,}|[^.]*\d{6,}[^.]*)($|[.\[])")
 
 def label_safe(path: str) -> bool:
     return _SAFE_NAME.match(path) is not None and _VALUE_LIKE.search(path) is None
+
+
+def emit(level: int, text: str, **labels: object) -> None:
+    """One log line: `text key=value ...` as text; as JSON, each label its own field. Labels
+    carry the metric label names and their bounded values, never a value from a message."""
+    if not log.isEnabledFor(level):
+        return
+    tail = " ".join(f"{k}={v}" for k, v in labels.items())
+    log.log(level, "%s %s", text, tail, extra={"text": text, "labels": labels})
 
 
 class _RateLimitedLog:
@@ -71,6 +83,15 @@ class Events:
         self.broker: dict[str, float] = {}
         self.registry.register(_HotCollector(self))
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_start_time_seconds..
+        ProcessCollector(registry=r)
+        build = Gauge(
+            "gateway_build_info",
+            "Version of the running gateway",
+            ["version", "python"],
+            registry=r,
+        )
+        build.labels(VERSION, platform.python_version()).set(1)
         self.sink_records = Counter(
             "gateway_sink_records",
             "Records handed to sinks",
@@ -149,12 +170,13 @@ class Events:
         self.rejected[product, kind, reason] += 1
         self.outcomes[product, kind, "rejected"] += 1
         if self._ratelog.allow(reason):
-            log.info(
-                "message rejected product=%s kind=%s reason=%s field=%s",
-                product,
-                kind,
-                reason,
-                field or "-",
+            emit(
+                logging.INFO,
+                "message rejected",
+                product=product,
+                kind=kind,
+                reason=reason,
+                field=field or "-",
             )
 
     def message_outcome(self, product: str, kind: str, outcome: str) -> None:
@@ -162,10 +184,11 @@ class Events:
         # Holding is enforcement working as designed (like a rejection): INFO, and the
         # GatewayRecordsHeld alert is the operator's signal.
         if outcome == "held" and self._ratelog.allow("held"):
-            log.info(
-                "record held: device region is not named by the policy product=%s kind=%s",
-                product,
-                kind,
+            emit(
+                logging.INFO,
+                "record held: device region is not named by the policy",
+                product=product,
+                kind=kind,
             )
 
     def record_forwarded(self, product: str, kind: str, region: str) -> None:
@@ -181,8 +204,8 @@ class Events:
                 path = OTHER
             else:
                 names.add(path)
-                log.info(
-                    "undeclared field dropped product=%s kind=%s field=%s", product, kind, path
+                emit(
+                    logging.INFO, "undeclared field dropped", product=product, kind=kind, field=path
                 )
         return (product, kind, path)
 
@@ -203,15 +226,14 @@ class Events:
     def sink_attempt(self, sink: str, region: str, outcome: str, error: str = "") -> None:
         self.sink_attempts.labels(sink, region, outcome).inc()
         if outcome != "ok" and self._ratelog.allow(f"attempt:{sink}:{region}:{outcome}"):
-            log.warning(
-                "sink attempt failed sink=%s region=%s outcome=%s error=%s%s",
-                sink,
-                region,
-                outcome,
-                error,
-                " (the worker retries; nothing is acknowledged meanwhile)"
-                if outcome == "spool_full"
-                else "",
+            retry = " (the worker retries; nothing is acknowledged meanwhile)"
+            emit(
+                logging.WARNING,
+                "sink attempt failed" + (retry if outcome == "spool_full" else ""),
+                sink=sink,
+                region=region,
+                outcome=outcome,
+                error=error,
             )
 
     def spool_drained(self, sink: str, region: str, records: int) -> None:
@@ -236,9 +258,9 @@ class Events:
     def source_connection(self, up: bool, detail: str = "", broker: str = "") -> None:
         self.connected.set(1 if up else 0)
         if up:
-            log.info("mqtt source connected broker=%s", broker)
+            emit(logging.INFO, "mqtt source connected", broker=broker)
         elif self._ratelog.allow("source-down"):
-            log.warning("mqtt source not connected broker=%s: %s", broker, detail)
+            emit(logging.WARNING, "mqtt source not connected", broker=broker, error=detail)
 
     def broker_stat(self, name: str, value: float) -> None:
         before = self.broker.get(name)
@@ -273,11 +295,15 @@ class Events:
         if ok:
             log.info("policy reload applied")
         else:
-            log.error("policy reload refused, keeping the running policies: %s", detail)
+            emit(logging.ERROR, "policy reload refused, keeping the running policies", error=detail)
 
     def consent_withdrawn(self, product: str) -> None:
         self.withdrawals.labels(product).inc()
-        log.info("consent withdrawn product=%s: forwarding stopped, erasure requested", product)
+        emit(
+            logging.INFO,
+            "consent withdrawn: forwarding stopped, erasure requested",
+            product=product,
+        )
 
     def erasure_sent(self, sink: str, region: str) -> None:
         self.erasures.labels(sink, region).inc()

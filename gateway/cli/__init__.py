@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from gateway import logs
 from gateway.brokers import BrokerError
 from gateway.cli import policies, report, service
+from gateway.cli.common import add_global_args
 from gateway.config import ConfigError, StartupError
 from gateway.policy.loader import PolicyError
 from gateway.report.scrape import ReportError
@@ -34,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gateway",
         description="Edge gateway that forwards only what each product's privacy policy declares.",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    add_global_args(parser, False)
     parser.add_argument("--version", action="version", version=f"gateway {VERSION}")
     sub = parser.add_subparsers(dest="command", required=True)
     policies.add_commands(sub)
@@ -51,11 +52,7 @@ def _fail(message: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        stream=sys.stderr,
-    )
+    logs.setup(args.verbose, args.log_format)
     try:
         return int(args.func(args))
     except OPERATOR_ERRORS as exc:

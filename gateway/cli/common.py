@@ -100,16 +100,22 @@ def add_engine_args(p: argparse.ArgumentParser) -> None:
     )
 
 
-# `-v` is accepted after the subcommand too; SUPPRESS keeps a top-level -v from being reset.
-VERBOSE = argparse.ArgumentParser(add_help=False)
-VERBOSE.add_argument(
-    "-v", "--verbose", action="store_true", default=argparse.SUPPRESS, help="debug logging"
-)
+def add_global_args(p: argparse.ArgumentParser, default: object) -> None:
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="debug logging")
+    p.add_argument(
+        "--log-format",
+        choices=("text", "json"),
+        default=default if default is argparse.SUPPRESS else "text",
+        help="log lines as text (default) or JSON, one object per line",
+    )
+
+
+# Accepted after the subcommand too; SUPPRESS keeps a value given before it from being reset.
+GLOBAL = argparse.ArgumentParser(add_help=False)
+add_global_args(GLOBAL, argparse.SUPPRESS)
 
 
 def command(sub: Sub, name: str, help: str) -> argparse.ArgumentParser:
     # The one-line help doubles as the description `gateway <command> --help` shows.
-    p: argparse.ArgumentParser = sub.add_parser(
-        name, help=help, description=help, parents=[VERBOSE]
-    )
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help, description=help, parents=[GLOBAL])
     return p
