@@ -153,6 +153,8 @@ def test_unreachable_broker_names_host_and_port(tmp_path: Path) -> None:
         seen = ""
         while time.monotonic() < deadline:
             line = proc.stderr.readline()
+            if not line:
+                pytest.fail(f"gateway exited with {proc.wait()}:\n{seen}")
             seen += line
             if "WARNING" in line and "mqtt source not connected" in line:
                 assert f"broker=127.0.0.1:{port}" in line, line
