@@ -128,9 +128,19 @@ def _check(config: GatewayConfig, c: _Checks) -> None:
         at = f"sinks[{i}]"
         if spec.file is not None:
             c.writable_dir(f"{at}.file.dir", spec.file.dir)
-        if spec.mqtt is not None and spec.mqtt.tls is not None:
-            t = spec.mqtt.tls
-            c.tls(f"{at}.mqtt.tls", t.ca, t.cert, t.key)
+        if spec.mqtt is not None:
+            c.password(f"{at}.mqtt", spec.mqtt.username, spec.mqtt.password_env)
+            if spec.mqtt.tls is not None:
+                t = spec.mqtt.tls
+                c.tls(f"{at}.mqtt.tls", t.ca, t.cert, t.key)
+        if spec.nats is not None:
+            n = spec.nats
+            c.password(f"{at}.nats", n.user, n.password_env)
+            for name, path in (("creds", n.creds), ("nkey", n.nkey)):
+                if path is not None:
+                    c.readable(f"{at}.nats.{name}", path)
+            if n.tls is not None:
+                c.tls(f"{at}.nats.tls", n.tls.ca, n.tls.cert, n.tls.key)
 
 
 def preflight(config: GatewayConfig, file: Path | None) -> list[Problem]:
