@@ -23,7 +23,17 @@ TEST_POLICIES = ROOT / "tests" / "data" / "policies"
 PURIFIER_TOML = TEST_POLICIES / "purifier.toml"
 SHIPPED = ROOT / "policies"
 MASTER_HEX = bytes(range(32)).hex()
-SUBCOMMANDS = ["check", "enforce", "explain", "schemas", "run", "validate", "demo", "report"]
+SUBCOMMANDS = [
+    "check",
+    "enforce",
+    "explain",
+    "capture",
+    "schemas",
+    "run",
+    "validate",
+    "demo",
+    "report",
+]
 PSEUDONYM = re.compile(r"^[0-9a-f]{32}$")
 
 

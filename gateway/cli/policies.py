@@ -122,6 +122,15 @@ def cmd_schemas(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capture(args: argparse.Namespace) -> int:
+    from gateway.capture import capture
+    from gateway.route.topics import TopicScheme
+
+    return capture(
+        args.broker, args.out, TopicScheme(args.topic_pattern), args.count, args.duration
+    )
+
+
 def add_commands(sub: Sub) -> None:
     p = command(
         sub,
@@ -152,6 +161,23 @@ def add_commands(sub: Sub) -> None:
     p.add_argument("products", nargs="*", help="products to show (default: all)")
     p.add_argument("--input", type=Path, help="JSONL captures to explain ('-' for stdin)")
     p.set_defaults(func=cmd_explain)
+
+    p = command(
+        sub,
+        "capture",
+        help="record what devices publish into JSONL for enforce and explain --input "
+        "(raw values: the file is mode 0600)",
+    )
+    p.add_argument("--broker", default="127.0.0.1:1883", help="HOST:PORT (default: %(default)s)")
+    p.add_argument("--out", type=Path, required=True, help="JSONL file to write")
+    p.add_argument("--count", type=int, help="stop after this many messages")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument(
+        "--topic-pattern",
+        default="miot/{product}/{device}/{kind}",
+        help="topic layout (default: miot/{product}/{device}/{kind})",
+    )
+    p.set_defaults(func=cmd_capture)
 
     p = command(
         sub,
