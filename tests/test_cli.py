@@ -33,6 +33,7 @@ SUBCOMMANDS = [
     "validate",
     "demo",
     "report",
+    "export",
 ]
 PSEUDONYM = re.compile(r"^[0-9a-f]{32}$")
 

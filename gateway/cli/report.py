@@ -1,8 +1,9 @@
-"""Commands that turn what the gateway counted into documents: report."""
+"""Commands that turn policies and counts into documents: report, export."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from gateway.cli.common import Sub, command, policies
@@ -16,6 +17,18 @@ def cmd_report(args: argparse.Namespace) -> int:
     else:
         write_report(args.metrics, args.out, policies(args.policies))
     print(args.out)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gateway.export.fides import manifest
+
+    doc = manifest(policies(args.policies))
+    if args.out is None:
+        sys.stdout.buffer.write(doc)
+    else:
+        args.out.write_bytes(doc)
+        print(args.out)
     return 0
 
 
@@ -35,3 +48,14 @@ def add_commands(sub: Sub) -> None:
     p.add_argument("--policies", type=Path)
     p.add_argument("--out", type=Path, default=Path("report.html"))
     p.set_defaults(func=cmd_report)
+
+    p = command(
+        sub,
+        "export",
+        help="the policies for other tools: --format fides writes a Fides system manifest "
+        "(what leaves the gateway, in the Fideslang taxonomy)",
+    )
+    p.add_argument("--format", choices=("fides",), required=True)
+    p.add_argument("--policies", type=Path)
+    p.add_argument("--out", type=Path, help="file to write (default: stdout)")
+    p.set_defaults(func=cmd_export)
