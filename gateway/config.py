@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
 import msgspec
 
@@ -106,31 +106,27 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return None
 
 
-# Settings that are file paths: relative ones are relative to the config file's directory
-# (without a config file, to the working directory), so a config means the same wherever
-# `gateway` is started from.
+# Settings that are file paths: relative ones written in the file are relative to the
+# file's directory, so a config means the same wherever `gateway` is started from. Defaults
+# the file does not set stay relative to the working directory, as without a file.
 PATH_SETTINGS = frozenset(
     {"policies", "state_dir", "registry", "dir", "ca", "cert", "key", "creds", "nkey"}
 )
 _UNKNOWN = re.compile(r"^Object contains unknown field `([^`]*)`$")
 
-S = TypeVar("S")
 
-
-def with_base(value: S, base: Path) -> S:
-    """`value` with every relative path setting made relative to `base`."""
-    if isinstance(value, msgspec.Struct):
-        changes: dict[str, Any] = {}
-        for f in msgspec.structs.fields(value):
-            v = getattr(value, f.name)
-            if f.name in PATH_SETTINGS and isinstance(v, str):
-                changes[f.name] = os.path.normpath(base / v)
-            elif isinstance(v, msgspec.Struct | tuple):
-                changes[f.name] = with_base(v, base)
-        return msgspec.structs.replace(value, **changes)
-    if isinstance(value, tuple):
-        return type(value)(with_base(v, base) for v in value)
-    return value
+def rebase(doc: Any, base: Path) -> Any:
+    """The decoded file with every relative path setting made relative to `base`."""
+    if isinstance(doc, dict):
+        return {
+            k: os.path.normpath(base / v)
+            if k in PATH_SETTINGS and isinstance(v, str)
+            else rebase(v, base)
+            for k, v in doc.items()
+        }
+    if isinstance(doc, list):
+        return [rebase(v, base) for v in doc]
+    return doc
 
 
 def read_config(path: Path) -> tuple[GatewayConfig | None, list[Problem]]:
@@ -177,8 +173,7 @@ def read_config(path: Path) -> tuple[GatewayConfig | None, list[Problem]]:
         check(doc, GatewayConfig, ())
     if problems:
         return None, sorted(problems, key=lambda p: p.line or 0)
-    config = msgspec.convert(doc, GatewayConfig, strict=False)
-    return with_base(config, path.parent), []
+    return msgspec.convert(rebase(doc, path.parent), GatewayConfig, strict=False), []
 
 
 def load_config(path: Path | None) -> GatewayConfig:
