@@ -154,24 +154,31 @@ def _snapshot(gw: Gateway, out: Path, policies: dict[str, LoadedPolicy]) -> None
     print("      then gateway run --config gateway.example.toml, against your own broker")
 
 
-def _totals(gw: Gateway) -> dict[str, int]:
-    totals: dict[str, int] = {}
-    for (_product, _kind, outcome), n in list(gw.events.outcomes.items()):
-        totals[outcome] = totals.get(outcome, 0) + n
+def _totals(gw: Gateway) -> dict[str, dict[str, int]]:
+    """Outcome counts per product."""
+    per: dict[str, dict[str, int]] = {}
+    for (product, _kind, outcome), n in list(gw.events.outcomes.items()):
+        c = per.setdefault(product, {})
+        c[outcome] = c.get(outcome, 0) + n
     # A withdrawal is the user's choice honoured, not a rejection (older engines count it as
     # one, with reason consent_withdrawn).
-    for (_product, _kind, reason), n in list(gw.events.rejected.items()):
+    for (product, _kind, reason), n in list(gw.events.rejected.items()):
         if reason == "consent_withdrawn":
-            totals["rejected"] = totals.get("rejected", 0) - n
-            totals["withdrawn"] = totals.get("withdrawn", 0) + n
-    return totals
+            c = per.setdefault(product, {})
+            c["rejected"] = c.get("rejected", 0) - n
+            c["withdrawn"] = c.get("withdrawn", 0) + n
+    return per
 
 
 def _summary(gw: Gateway, sent: int, final: bool) -> None:
     ev = gw.events
     received = sum(ev.received.values())
+    per = _totals(gw)
     if not final:
-        t = _totals(gw)
+        t: dict[str, int] = {}
+        for c in per.values():
+            for o, n in c.items():
+                t[o] = t.get(o, 0) + n
         line = (
             f"[live] sent {sent}  received {received}  forwarded {t.get('forwarded', 0)}  "
             f"held {t.get('held', 0)}  rejected {t.get('rejected', 0)}  "
@@ -180,14 +187,12 @@ def _summary(gw: Gateway, sent: int, final: bool) -> None:
         print(line[:LIVE_WIDTH], flush=True)
         return
     print(f"[final] sent {sent}, received {received}")
-    per: dict[str, dict[str, int]] = {}
-    for (product, _kind, outcome), n in list(ev.outcomes.items()):
-        per.setdefault(product, {}).setdefault(outcome, 0)
-        per[product][outcome] += n
     for p, c in sorted(per.items()):
-        print(f"  {p}: " + ", ".join(f"{o} {n}" for o, n in sorted(c.items())))
+        print(f"  {p}: " + ", ".join(f"{o} {n}" for o, n in sorted(c.items()) if n))
     reasons: dict[str, int] = {}
     for (_p, _k, reason), n in list(ev.rejected.items()):
-        reasons[reason] = reasons.get(reason, 0) + n
-    undeclared = sum(ev.undeclared.values())
-    print(f"  rejected by reason: {reasons or 'none'}; undeclared fields dropped: {undeclared}")
+        if reason != "consent_withdrawn":
+            reasons[reason] = reasons.get(reason, 0) + n
+    shown = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) or "none"
+    print(f"  rejected by reason: {shown}")
+    print(f"  undeclared fields dropped, by design: {sum(ev.undeclared.values())}")
