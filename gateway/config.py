@@ -3,11 +3,22 @@ with no file runs the embedded defaults: local broker, file sinks, state under .
 
 from __future__ import annotations
 
+import os
+import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
+from gateway.config_file import (
+    Path_,
+    Problem,
+    dotted,
+    interpolate,
+    locate,
+    split_msgspec_error,
+    toml_error_line,
+)
 from gateway.decode.limits import Limits
 from gateway.policy.model import REGIONS
 from gateway.sinks.file.config import FileSinkConfig
@@ -18,7 +29,17 @@ from gateway.spool.config import SpoolConfig
 
 
 class ConfigError(Exception):
-    pass
+    """The config file cannot be used; `problems` lists every reason, one line each."""
+
+    def __init__(self, problems: list[Problem] | str) -> None:
+        if isinstance(problems, str):
+            problems = [Problem("", "", problems)]
+        super().__init__("\n".join(str(p) for p in problems))
+        self.problems = problems
+
+
+class StartupError(Exception):
+    """The gateway cannot start: one line per problem, naming the setting and what is wrong."""
 
 
 class SinkSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -85,12 +106,80 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         return None
 
 
+# Settings that are file paths: relative ones written in the file are relative to the
+# file's directory, so a config means the same wherever `gateway` is started from. Defaults
+# the file does not set stay relative to the working directory, as without a file.
+PATH_SETTINGS = frozenset(
+    {"policies", "state_dir", "registry", "dir", "ca", "cert", "key", "creds", "nkey"}
+)
+_UNKNOWN = re.compile(r"^Object contains unknown field `([^`]*)`$")
+
+
+def rebase(doc: Any, base: Path) -> Any:
+    """The decoded file with every relative path setting made relative to `base`."""
+    if isinstance(doc, dict):
+        return {
+            k: os.path.normpath(base / v)
+            if k in PATH_SETTINGS and isinstance(v, str)
+            else rebase(v, base)
+            for k, v in doc.items()
+        }
+    if isinstance(doc, list):
+        return [rebase(v, base) for v in doc]
+    return doc
+
+
+def read_config(path: Path) -> tuple[GatewayConfig | None, list[Problem]]:
+    """The config of `path` and no problems, or None and every problem found."""
+    name = str(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        return None, [Problem(name, "", f"cannot read: {exc.strerror}")]
+    text = raw.decode("utf-8", "replace")
+    try:
+        doc = msgspec.toml.decode(raw)
+    except msgspec.DecodeError as exc:
+        line, msg = toml_error_line(str(exc))
+        return None, [Problem(name, "", f"not valid TOML: {msg}", line)]
+    doc, unset = interpolate(doc, os.environ)
+    problems = [
+        Problem(name, dotted(at), f"${{{var}}} is not set and has no default", locate(text, at))
+        for at, var in unset
+    ]
+
+    def check(value: object, typ: Any, at: Path_) -> None:
+        try:
+            # Lax: "${PORT:-1883}" is a string that must still set an int.
+            msgspec.convert(value, typ, strict=False)
+        except msgspec.ValidationError as exc:
+            sub, msg = split_msgspec_error(str(exc))
+            full = (*at, *sub)
+            if m := _UNKNOWN.match(msg):
+                full, msg = (*full, m[1]), "unknown setting"
+            problems.append(Problem(name, dotted(full), msg, locate(text, full)))
+
+    # Section by section, so one run names every wrong setting, not only the first.
+    types = {f.encode_name: f.type for f in msgspec.structs.fields(GatewayConfig)}
+    for key, value in doc.items():
+        if key not in types:
+            problems.append(Problem(name, key, "unknown setting", locate(text, (key,))))
+        elif key == "sinks" and isinstance(value, list):
+            for i, spec in enumerate(value):
+                check(spec, SinkSpec, (key, i))
+        else:
+            check(value, types[key], (key,))
+    if not problems:
+        check(doc, GatewayConfig, ())
+    if problems:
+        return None, sorted(problems, key=lambda p: p.line or 0)
+    return msgspec.convert(rebase(doc, path.parent), GatewayConfig, strict=False), []
+
+
 def load_config(path: Path | None) -> GatewayConfig:
     if path is None:
         return GatewayConfig()
-    try:
-        return msgspec.toml.decode(path.read_bytes(), type=GatewayConfig)
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ConfigError(f"{path}: {exc}") from None
+    config, problems = read_config(path)
+    if config is None:
+        raise ConfigError(problems)
+    return config

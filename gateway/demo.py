@@ -14,9 +14,10 @@ from pathlib import Path
 import msgspec
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from prometheus_client.exposition import generate_latest
 
 from gateway.brokers import LocalMosquitto, free_port
-from gateway.config import GatewayConfig, Routing, SinkSpec
+from gateway.config import GatewayConfig, Routing, SinkSpec, StartupError
 from gateway.fleet import Device, make_devices, stream
 from gateway.policy.loader import LoadedPolicy, load_dir
 from gateway.policy.model import REGIONS
@@ -38,11 +39,36 @@ def _registry(path: Path, devices: list[Device], policies: dict[str, LoadedPolic
     path.write_text("\n".join(lines) + "\n")
 
 
+# Written into every directory the demo fills: only such a directory is ever emptied again.
+MARKER = ".gateway-demo"
+# Everything the demo writes in its directory, and nothing else is removed on a re-run.
+OWN = (MARKER, "registry.toml", "state", "sinks", "metrics.prom", "report.html")
+LIVE_WIDTH = 100
+
+
+def prepare_out(out: Path) -> None:
+    """An empty (or new) directory, or one an earlier demo filled: never the user's files."""
+    if out.exists() and not out.is_dir():
+        raise StartupError(f"--out {out}: not a directory")
+    if out.is_dir() and any(out.iterdir()):
+        if not (out / MARKER).is_file():
+            raise StartupError(
+                f"--out {out}: not empty and not made by `gateway demo`; choose another directory"
+            )
+        for name in OWN:
+            p = out / name
+            if p.is_dir():
+                shutil.rmtree(p)
+            elif p.exists():
+                p.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / MARKER).write_text("made by `gateway demo`, which empties it again on its next run\n")
+
+
 def run_demo(duration: float, rate: float, out: Path) -> int:
     # The live summary is the demo's output; per-event log lines would drown it.
     logging.getLogger("gateway").setLevel(logging.WARNING)
-    shutil.rmtree(out, ignore_errors=True)
-    out.mkdir(parents=True)
+    prepare_out(out)
     broker = LocalMosquitto().start()
     policies = load_dir()
     devices = make_devices(policies, per_product=4)
@@ -106,6 +132,7 @@ def run_demo(duration: float, rate: float, out: Path) -> int:
             n = sum(1 for _ in f.open("rb"))
             print(f"  {f}: {n} records")
         print(f"  held (regions a policy does not name): {out / 'state'}/worker-0/held")
+        _snapshot(gw, out, policies)
     finally:
         pub.loop_stop()
         pub.disconnect()
@@ -114,22 +141,50 @@ def run_demo(duration: float, rate: float, out: Path) -> int:
     return 0
 
 
+def _snapshot(gw: Gateway, out: Path, policies: dict[str, LoadedPolicy]) -> None:
+    """The metrics as Prometheus would have scraped them, and the report made from them."""
+    from gateway.report import write_report
+
+    metrics = out / "metrics.prom"
+    metrics.write_bytes(generate_latest(gw.events.registry))
+    write_report(str(metrics), out / "report.html", policies)
+    print(f"  metrics snapshot: {metrics}")
+    print(f"  compliance report: {out / 'report.html'} (open it in a browser)")
+    print("next: gateway validate --config gateway.example.toml")
+    print("      then gateway run --config gateway.example.toml, against your own broker")
+
+
+def _totals(gw: Gateway) -> dict[str, dict[str, int]]:
+    """Outcome counts per product."""
+    per: dict[str, dict[str, int]] = {}
+    for (product, _kind, outcome), n in list(gw.events.outcomes.items()):
+        c = per.setdefault(product, {})
+        c[outcome] = c.get(outcome, 0) + n
+    return per
+
+
 def _summary(gw: Gateway, sent: int, final: bool) -> None:
     ev = gw.events
-    per: dict[str, dict[str, int]] = {}
-    for (product, _kind, outcome), n in ev.outcomes.items():
-        per.setdefault(product, {}).setdefault(outcome, 0)
-        per[product][outcome] += n
     received = sum(ev.received.values())
-    parts = [
-        f"{p}: " + ", ".join(f"{o} {n}" for o, n in sorted(c.items()))
-        for p, c in sorted(per.items())
-    ]
-    head = "final" if final else "live"
-    print(f"[{head}] sent {sent}, received {received} | " + " | ".join(parts), flush=True)
-    if final:
-        reasons: dict[str, int] = {}
-        for (_p, _k, reason), n in ev.rejected.items():
-            reasons[reason] = reasons.get(reason, 0) + n
-        undeclared = sum(ev.undeclared.values())
-        print(f"  rejected by reason: {reasons or 'none'}; undeclared fields dropped: {undeclared}")
+    per = _totals(gw)
+    if not final:
+        t: dict[str, int] = {}
+        for c in per.values():
+            for o, n in c.items():
+                t[o] = t.get(o, 0) + n
+        line = (
+            f"[live] sent {sent}  received {received}  forwarded {t.get('forwarded', 0)}  "
+            f"held {t.get('held', 0)}  rejected {t.get('rejected', 0)}  "
+            f"withdrawn {t.get('withdrawn', 0)}"
+        )
+        print(line[:LIVE_WIDTH], flush=True)
+        return
+    print(f"[final] sent {sent}, received {received}")
+    for p, c in sorted(per.items()):
+        print(f"  {p}: " + ", ".join(f"{o} {n}" for o, n in sorted(c.items()) if n))
+    reasons: dict[str, int] = {}
+    for (_p, _k, reason), n in list(ev.rejected.items()):
+        reasons[reason] = reasons.get(reason, 0) + n
+    shown = ", ".join(f"{r} {n}" for r, n in sorted(reasons.items())) or "none"
+    print(f"  rejected by reason: {shown}")
+    print(f"  undeclared fields dropped, by design: {sum(ev.undeclared.values())}")

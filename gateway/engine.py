@@ -119,7 +119,7 @@ class Engine:
             return self._reject(pid, kind, "bad_topic")
         state = self.consent.get(pid, device) if self.consent is not None else None
         if state is not None and state.withdrawn:
-            return self._withhold(pid, kind, "consent_withdrawn")
+            return self._withhold(pid, kind, "consent_withdrawn", "withdrawn")
         try:
             obj = decode_object(payload, self.limits)
         except Bad as bad:
@@ -177,11 +177,13 @@ class Engine:
             return Held(record)
         return record
 
-    def _withhold(self, product: str, kind: str, outcome: str) -> Rejection:
+    def _withhold(
+        self, product: str, kind: str, reason: str, outcome: str | None = None
+    ) -> Rejection:
         """Not forwarded by design (consent, nothing declared left): an outcome of its own,
         not a rejection, so alerts on rejections stay quiet on healthy traffic."""
-        self.events.message_outcome(product, kind, outcome)
-        return Rejection(product, kind, outcome)
+        self.events.message_outcome(product, kind, outcome or reason)
+        return Rejection(product, kind, reason)
 
     def _count_undeclared(self, node: Node, obj: dict[str, Any], pid: str, kind: str) -> None:
         extra = obj.keys() - node.declared

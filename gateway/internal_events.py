@@ -10,13 +10,16 @@ No label and no log line ever carries a value from a message.
 from __future__ import annotations
 
 import logging
+import platform
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from gateway.version import VERSION
 
 log = logging.getLogger("gateway")
 
@@ -44,6 +47,15 @@ def undeclared_label(prefix: str, key: str) -> str:
     return prefix + (key if key in KNOWN_KEYS else OTHER)
 
 
+def emit(level: int, text: str, **labels: object) -> None:
+    """One log line: `text key=value ...` as text; as JSON, each label its own field. Labels
+    carry the metric label names and their bounded values, never a value from a message."""
+    if not log.isEnabledFor(level):
+        return
+    tail = " ".join(f"{k}={v}" for k, v in labels.items())
+    log.log(level, "%s %s", text, tail, extra={"text": text, "labels": labels})
+
+
 class _RateLimitedLog:
     """At most `burst` lines per key per minute: a flood of bad messages must not become a
     flood of log lines."""
@@ -69,12 +81,22 @@ class Events:
         self.rejected: defaultdict[tuple[str, str, str], int] = defaultdict(int)
         self.fields: defaultdict[tuple[str, str, str, str], int] = defaultdict(int)
         self.undeclared: defaultdict[tuple[str, str, str], int] = defaultdict(int)
+        self.region_records: defaultdict[tuple[str, str], int] = defaultdict(int)
         self._undeclared_names: defaultdict[tuple[str, str], set[str]] = defaultdict(set)
         self._ratelog = _RateLimitedLog()
         # The source broker's own counters ($SYS), as last published by it.
         self.broker: dict[str, float] = {}
         self.registry.register(_HotCollector(self))
         r = self.registry
+        # process_cpu_seconds_total, process_resident_memory_bytes, process_start_time_seconds..
+        ProcessCollector(registry=r)
+        build = Gauge(
+            "gateway_build_info",
+            "Version of the running gateway",
+            ["version", "python"],
+            registry=r,
+        )
+        build.labels(VERSION, platform.python_version()).set(1)
         self.sink_records = Counter(
             "gateway_sink_records",
             "Records handed to sinks",
@@ -128,6 +150,12 @@ class Events:
             ["product", "policy_hash"],
             registry=r,
         )
+        self.policy_regions_named = Gauge(
+            "gateway_policy_regions",
+            "Data-residency regions the loaded policy names (0: the product is never forwarded)",
+            ["product"],
+            registry=r,
+        )
         self.withdrawals = Counter(
             "gateway_consent_withdrawals", "Consent withdrawals seen", ["product"], registry=r
         )
@@ -153,22 +181,31 @@ class Events:
         self.rejected[product, kind, reason] += 1
         self.outcomes[product, kind, "rejected"] += 1
         if self._ratelog.allow(reason):
-            log.info(
-                "message rejected product=%s kind=%s reason=%s field=%s",
-                product,
-                kind,
-                reason,
-                field or "-",
+            emit(
+                logging.INFO,
+                "message rejected",
+                product=product,
+                kind=kind,
+                reason=reason,
+                field=field or "-",
             )
 
     def message_outcome(self, product: str, kind: str, outcome: str) -> None:
         self.outcomes[product, kind, outcome] += 1
+        # Holding is enforcement working as designed (like a rejection): INFO, and the
+        # GatewayRecordsHeld alert is the operator's signal.
         if outcome == "held" and self._ratelog.allow("held"):
-            log.warning(
-                "record held: device region is not named by the policy product=%s kind=%s",
-                product,
-                kind,
+            emit(
+                logging.INFO,
+                "record held: device region is not named by the policy",
+                product=product,
+                kind=kind,
             )
+
+    def record_forwarded(self, product: str, kind: str, region: str) -> None:
+        """A record durably with the sink of `region` (a region the product's policy names)."""
+        self.outcomes[product, kind, "forwarded"] += 1
+        self.region_records[product, region] += 1
 
     def undeclared_key(
         self, product: str, kind: str, prefix: str, key: str
@@ -178,7 +215,7 @@ class Events:
         names = self._undeclared_names[product, kind]
         if path not in names:
             names.add(path)
-            log.info("undeclared field dropped product=%s kind=%s field=%s", product, kind, path)
+            emit(logging.INFO, "undeclared field dropped", product=product, kind=kind, field=path)
         return (product, kind, path)
 
     # -- sinks, spool, source ---------------------------------------------------------------
@@ -198,15 +235,14 @@ class Events:
     def sink_attempt(self, sink: str, region: str, outcome: str, error: str = "") -> None:
         self.sink_attempts.labels(sink, region, outcome).inc()
         if outcome != "ok" and self._ratelog.allow(f"attempt:{sink}:{region}:{outcome}"):
-            log.warning(
-                "sink attempt failed sink=%s region=%s outcome=%s error=%s%s",
-                sink,
-                region,
-                outcome,
-                error,
-                " (the worker retries; nothing is acknowledged meanwhile)"
-                if outcome == "spool_full"
-                else "",
+            retry = " (the worker retries; nothing is acknowledged meanwhile)"
+            emit(
+                logging.WARNING,
+                "sink attempt failed" + (retry if outcome == "spool_full" else ""),
+                sink=sink,
+                region=region,
+                outcome=outcome,
+                error=error,
             )
 
     def spool_drained(self, sink: str, region: str, records: int) -> None:
@@ -228,12 +264,12 @@ class Events:
         self.inflight.set_function(unacked)
         self.inflight_limit.set(limit)
 
-    def source_connection(self, up: bool, detail: str = "") -> None:
+    def source_connection(self, up: bool, detail: str = "", broker: str = "") -> None:
         self.connected.set(1 if up else 0)
         if up:
-            log.info("mqtt source connected")
+            emit(logging.INFO, "mqtt source connected", broker=broker)
         elif self._ratelog.allow("source-down"):
-            log.warning("mqtt source not connected: %s", detail)
+            emit(logging.WARNING, "mqtt source not connected", broker=broker, error=detail)
 
     def broker_stat(self, name: str, value: float) -> None:
         before = self.broker.get(name)
@@ -257,22 +293,35 @@ class Events:
             self.policy_info.labels(product, h[:12]).set(1)
         log.info("policies loaded: %s", ", ".join(f"{p}@{h[:12]}" for p, h in hashes.items()))
 
+    def policy_regions(self, regions: dict[str, int]) -> None:
+        # Alerts tell "held by design" (no region named) from "held by a routing mistake".
+        self.policy_regions_named.clear()
+        for product, n in regions.items():
+            self.policy_regions_named.labels(product).set(n)
+
     def policy_reload(self, ok: bool, detail: str = "") -> None:
         self.reloads.labels("ok" if ok else "error").inc()
         if ok:
             log.info("policy reload applied")
         else:
-            log.error("policy reload refused, keeping the running policies: %s", detail)
+            emit(logging.ERROR, "policy reload refused, keeping the running policies", error=detail)
 
     def consent_withdrawn(self, product: str) -> None:
         self.withdrawals.labels(product).inc()
-        log.info("consent withdrawn product=%s: forwarding stopped, erasure requested", product)
+        emit(
+            logging.INFO,
+            "consent withdrawn: forwarding stopped, erasure requested",
+            product=product,
+        )
 
     def stats_emitted(self, product: str, region: str, sent: bool) -> None:
         self.stats_records.labels(product, region, "sent" if sent else "no_sink").inc()
         if not sent:
-            log.warning(
-                "statistics dropped: no sink for the region product=%s region=%s", product, region
+            emit(
+                logging.WARNING,
+                "statistics dropped: no sink for the region",
+                product=product,
+                region=region,
             )
 
     def erasure_sent(self, sink: str, region: str) -> None:
@@ -350,6 +399,12 @@ class _HotCollector(Collector):
             "Declared fields by applied action",
             ["product", "kind", "field", "action"],
             list(ev.fields.items()),
+        )
+        yield _family(
+            "gateway_region_records",
+            "Records forwarded to the sink of a region, per product",
+            ["product", "region"],
+            list(ev.region_records.items()),
         )
         yield _family(
             "gateway_undeclared_fields",

@@ -24,7 +24,7 @@ from types import FrameType
 from typing import TypeVar
 
 from gateway import signals
-from gateway.config import ConfigError, GatewayConfig, SinkSpec, load_config
+from gateway.config import ConfigError, GatewayConfig, SinkSpec, StartupError, load_config
 from gateway.consent.state import ConsentError, ConsentStore, parse_consent
 from gateway.engine import Engine
 from gateway.envelope import Held, Record, encode
@@ -40,7 +40,13 @@ from gateway.sources.mqtt.source import Delivery, MqttSource
 from gateway.spool import DAMAGE_KINDS, Spool
 from gateway.telemetry_http import serve_http
 from gateway.transforms.aggregate import Aggregator, encode_stats
-from gateway.transforms.pseudonymize import KeyRing, load_or_create_master
+from gateway.transforms.pseudonymize import (
+    MASTER_KEY_ENV,
+    KeyError_,
+    KeyRing,
+    load_or_create_master,
+)
+from gateway.validate import preflight
 
 log = logging.getLogger("gateway.service")
 
@@ -49,6 +55,17 @@ T = TypeVar("T")
 # A reload may not drop a product that received messages within this window.
 TRAFFIC_WINDOW_S = 600.0
 TRAFFIC_SNAPSHOT_S = 30.0
+
+
+def _master_key(path: Path) -> bytes:
+    try:
+        return load_or_create_master(path)
+    except KeyError_ as exc:
+        # Say where the bad key came from: the environment wins over the file.
+        where = f"${MASTER_KEY_ENV}" if os.environ.get(MASTER_KEY_ENV) else str(path)
+        raise KeyError_(f"{where}: {exc}") from None
+    except OSError as exc:
+        raise StartupError(f"state_dir: {path}: {exc.strerror}") from None
 
 
 def _make_sink(spec: SinkSpec, region: str, worker: int | None) -> Sink:
@@ -85,9 +102,12 @@ class Gateway:
         self.shadow = config.shadow if shadow is None else shadow
         state = Path(config.state_dir)
         self.state = state / f"worker-{worker}"
-        self.state.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StartupError(f"state_dir: {self.state}: {exc.strerror}") from None
         self.events = Events()
-        self.keys = KeyRing(load_or_create_master(state / "master.key"))
+        self.keys = KeyRing(_master_key(state / "master.key"))
         self.policy_dir = Path(config.policies) if config.policies else DEFAULT_DIR
         self.consent = ConsentStore(self.state / "consent.json")
         registry = load_registry(Path(config.routing.registry)) if config.routing.registry else None
@@ -102,8 +122,13 @@ class Gateway:
             topics=TopicScheme(config.source.topic_pattern),
             stats=self.stats,
         )
+        broker = f"{config.source.host}:{config.source.port}"
+        self._count_regions()
         self.source = MqttSource(
-            config.source, worker, self.events.source_connection, self.events.broker_stat
+            config.source,
+            worker,
+            functools.partial(self.events.source_connection, broker=broker),
+            self.events.broker_stat,
         )
         self.events.watch_inflight(lambda: self.source.unacked, config.source.receive_maximum)
         self.events.watch_spools(self._spool_depths)
@@ -243,7 +268,7 @@ class Gateway:
                 continue
             self._commit(sink, records)
             for r in records:
-                self.events.message_outcome(r.product, r.kind, "forwarded")
+                self.events.record_forwarded(r.product, r.kind, region)
         if held:
             self.held.write(held)
         self.stats.sync()  # what the batch added to open statistics windows, before its acks
@@ -283,6 +308,9 @@ class Gateway:
                 log.exception("worker failed; exiting without acknowledging the batch")
                 return
 
+    def _count_regions(self) -> None:
+        self.events.policy_regions({p: len(c.regions) for p, c in self.engine.products.items()})
+
     def reload(self) -> None:
         try:
             policies = load_dir(self.policy_dir)
@@ -306,6 +334,7 @@ class Gateway:
         except PolicyError as exc:
             self.events.policy_reload(False, str(exc))
             return
+        self._count_regions()
         self.events.policy_reload(True)
 
     def _received_by_product(self) -> dict[str, int]:
@@ -332,6 +361,12 @@ class Gateway:
     # -- lifecycle --------------------------------------------------------------------------
 
     def start(self) -> None:
+        host, _, port = self.config.metrics_listen.rpartition(":")
+        listen = f"{host}:{int(port) + self.worker}"
+        try:
+            self._http = serve_http(host, int(port) + self.worker, self)
+        except OSError as exc:
+            raise StartupError(f"metrics_listen: {listen}: {exc.strerror}") from None
         self.held.open()
         # Records spooled by an earlier run drain now, not when the region next gets traffic.
         spools = self.state / "spool"
@@ -341,8 +376,6 @@ class Gateway:
                 spec = self.config.sink_for(region)
                 if spec is not None and spec.type == kind:
                     self.sink(region)
-        host, _, port = self.config.metrics_listen.rpartition(":")
-        self._http = serve_http(host, int(port) + self.worker, self)
         self.source.start()
         self.worker_thread = threading.Thread(target=self._loop, name="gateway-worker")
         self.worker_thread.start()
@@ -400,6 +433,9 @@ def run_from_config(
     path: Path | None, workers: int | None, shadow: bool, worker_index: int | None = None
 ) -> int:
     config = load_config(path)
+    problems = [p for p in preflight(config, path) if p.level == "error"]
+    if problems:
+        raise StartupError("\n".join(f"{p}" for p in problems))
     n = workers or config.workers
     shadow = shadow or config.shadow
     if n > 1 and not config.source.shared:
@@ -412,7 +448,7 @@ def run_from_config(
     if worker_index is not None or n == 1:
         return run_worker(config, worker_index or 0, shadow, one_of_many=worker_index is not None)
     # Several processes, one per core: each joins the same shared subscription group.
-    load_or_create_master(Path(config.state_dir) / "master.key")
+    _master_key(Path(config.state_dir) / "master.key")
     cmd = [sys.executable, "-m", "gateway", "run"]
     if path is not None:
         cmd += ["--config", str(path)]

@@ -165,10 +165,15 @@ class Mosquitto(_Server):
 class NatsServer(_Server):
     name = "nats-server"
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, config: str = "") -> None:
         super().__init__(NATS_SERVER_BIN, workdir, port)
         self.store_dir = self.dir / "jetstream"
         self.store_dir.mkdir(exist_ok=True)
+        # Extra server configuration (authorization, tls blocks); flags below still apply.
+        self.config: Path | None = None
+        if config:
+            self.config = self.dir / "nats.conf"
+            self.config.write_text(config)
 
     @property
     def url(self) -> str:
@@ -184,6 +189,7 @@ class NatsServer(_Server):
             str(self.port),
             "-sd",
             str(self.store_dir),
+            *(["-c", str(self.config)] if self.config else []),
         ]
 
 

@@ -6,6 +6,7 @@ import base64
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,7 +23,18 @@ TEST_POLICIES = ROOT / "tests" / "data" / "policies"
 PURIFIER_TOML = TEST_POLICIES / "purifier.toml"
 SHIPPED = ROOT / "policies"
 MASTER_HEX = bytes(range(32)).hex()
-SUBCOMMANDS = ["check", "enforce", "explain", "schemas", "run", "demo", "report"]
+SUBCOMMANDS = [
+    "check",
+    "enforce",
+    "explain",
+    "capture",
+    "schemas",
+    "run",
+    "validate",
+    "demo",
+    "report",
+    "export",
+]
 PSEUDONYM = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -110,7 +122,7 @@ def _broken_dir(tmp_path: Path, old: str, new: str) -> Path:
     text = PURIFIER_TOML.read_text(encoding="utf-8")
     assert old in text
     d = tmp_path / "broken"
-    d.mkdir()
+    shutil.copytree(TEST_POLICIES / "texts", d / "texts")
     (d / "purifier.toml").write_text(text.replace(old, new, 1), encoding="utf-8")
     return d
 
@@ -154,8 +166,22 @@ def _broken_dir(tmp_path: Path, old: str, new: str) -> Path:
             "kinds.info.life",
             "not declared",
         ),
+        (
+            'action = "keep", purpose = "updates", cite = "test.txt § Collection"',
+            'action = "keep", purpose = "updates", cite = "test.txt § Colection"',
+            "kinds.info.fw_ver",
+            "no heading 'Colection' in test.txt",
+        ),
     ],
-    ids=["identifier-keep", "secret-keep", "ip-keep", "missing-cite", "wrong-cite", "toggle"],
+    ids=[
+        "identifier-keep",
+        "secret-keep",
+        "ip-keep",
+        "missing-cite",
+        "wrong-cite",
+        "toggle",
+        "no-such-heading",
+    ],
 )
 def test_check_broken_policy(tmp_path: Path, old: str, new: str, where: str, message: str) -> None:
     out = gateway("check", str(_broken_dir(tmp_path, old, new)))

@@ -428,7 +428,7 @@ def test_consent_withdrawn_rejects() -> None:
     assert rej.reason == "consent_withdrawn"
     assert rej.product == PID
     # Withdrawal is an outcome of its own, not a rejection: rejection alerts stay quiet.
-    assert eng.events.outcomes[PID, "info", "consent_withdrawn"] == 1
+    assert eng.events.outcomes[PID, "info", "withdrawn"] == 1
     assert not eng.events.rejected
     # Even a payload that would not decode is refused for the withdrawal, not decoded.
     assert rejection(process(eng, INFO, b"not json")).reason == "consent_withdrawn"

@@ -90,7 +90,7 @@ def _send(
     result = engine.process(f"miot/{product}/{DEVICE}/{kind}", raw, time.time())
     if isinstance(result, Record):
         # The service counts a record as forwarded once a sink took it; do the same here.
-        engine.events.message_outcome(result.product, result.kind, "forwarded")
+        engine.events.record_forwarded(result.product, result.kind, result.region)
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +116,9 @@ def metrics_text(policies: dict[str, LoadedPolicy]) -> bytes:
     held = Engine(policies, KeyRing(b"k" * 32), Router("cn"), events=events)
     _send(held, "props", PROPS)
     events.sink_committed("file", "de", 5, 0.01)
+    events.consent_withdrawn("purifier")
+    events.message_rejected("purifier", "info", "consent_withdrawn", None)
+    events.erasure_sent("file", "de")
     return prometheus_client.generate_latest(events.registry)
 
 
@@ -224,7 +227,7 @@ def test_unseen_drift_rejections_outcomes(report: str, policies: dict[str, Loade
         assert f"<code>{reason}</code>" in sec, reason
     # Outcomes by kind: info 3 forwarded, props 2 forwarded + 1 held.
     assert re.search(
-        r"<td>props</td><td class=\"n\">3</td><td class=\"n\">2</td>"
+        r"<td>props</td><td class=\"n\">3</td><td class=\"n\">2</td><td class=\"n\">0</td>"
         r"<td class=\"n\">0</td><td class=\"n\">1</td>",
         sec,
     )
@@ -377,3 +380,26 @@ def test_marks_overrides_and_other_policy_version(
     row = row[: row.index("</tr>")]
     assert "<td>keep</td>" in row and "overridden by the gateway" in row
     assert "differs" in sec and policies["purifier"].hash[:12] in sec
+
+
+def test_verdict_per_product(report: str) -> None:
+    sec = _section(report, "purifier")
+    verdict = sec[sec.index("<div class='verdict") : sec.index("</div>")]
+    # Held records (a device in `cn`, which the policy does not name) are a point to review;
+    # the rest is safe: records only in named regions, drops as designed, withdrawal honoured.
+    assert "Collection matches the policy; points to review" in verdict
+    assert "1 record(s) held" in verdict
+    assert "records only in regions the policy names: de 5" in verdict
+    assert "undeclared field name(s) dropped as designed" in verdict
+    assert "consent withdrawals honoured: 1 withdrawal(s), 1 message(s)" in verdict
+    # Dropped-as-designed is safe, never red; a withdrawal is not a rejection.
+    summary = report[report.index("<section id='summary'>") :]
+    summary = summary[: summary.index("</section>")]
+    assert "tag bad" not in summary
+    assert "2 names, " in summary
+    rejections = sec[sec.index("<h3>Rejections</h3>") : sec.index("<h3>Declared fields</h3>")]
+    assert "consent_withdrawn" not in rejections
+    # Records per region, and the erasure request in the sinks table.
+    assert re.search(r"<code>de</code></td><td>Germany</td><td>[^<]*</td><td class=\"n\">5<", sec)
+    sinks = report[report.index('<section id="sinks">') :]
+    assert "Erasure requests" in sinks

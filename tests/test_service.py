@@ -245,7 +245,7 @@ def test_consent_withdrawal_stops_forwarding_and_erases_everywhere(
     publisher.send("miot/purifier/dev9/consent", b'{"withdrawn": true}', retain=True)
     time.sleep(0.3)
     publisher.send("miot/purifier/dev9/props", props)
-    wait_for(lambda: gw.events.outcomes.get(("purifier", "props", "consent_withdrawn"), 0) == 1)
+    wait_for(lambda: gw.events.outcomes.get(("purifier", "props", "withdrawn"), 0) == 1)
     assert len(records(tmp_path / "sinks", "de")) == 1
     pseudonym = records(tmp_path / "sinks", "de")[0]["device"]
     for region in ("de", "us"):  # every region the policy names gets the erasure request

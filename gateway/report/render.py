@@ -8,44 +8,25 @@ so none can reach the report; every string is HTML-escaped all the same.
 from __future__ import annotations
 
 import os
-import re
 import tempfile
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
-from html import escape
 from pathlib import Path
 
 from gateway.explain import policy_rows
 from gateway.policy.loader import LoadedPolicy
+from gateway.report.html import CSS as _CSS
+from gateway.report.html import anchor as _anchor
+from gateway.report.html import e as _e
+from gateway.report.html import table as _table
+from gateway.report.html import tag as _tag
+from gateway.report.numbers import UNKNOWN, verdict
+from gateway.report.numbers import Product as _Product
+from gateway.report.numbers import seen as _seen
+from gateway.report.product import product_section, verdict_tag
 from gateway.report.scrape import ReportError, Scrape, display_source, parse, read_source
-from gateway.report.svg import bar_chart, fmt, legend
+from gateway.report.svg import fmt
 
-OUTCOMES = ("forwarded", "rejected", "held", "shadowed")
-# Chart order of the applied actions; `redact` is counted on top of `keep` (a kept free-text
-# field in which an identifier was found and redacted), so it is charted as a part of keep.
-ACTIONS = ("keep", "redact", "pseudonymize", "coarsen", "drop", "consent_drop")
-UNKNOWN = "_unknown"
-OTHER = "_other"
-# Undeclared names are shown only when identifier-shaped (the gateway bounds them the same
-# way); anything else is folded into `_other`.
-_SEG = r"[A-Za-z_][A-Za-z0-9_]{0,39}(\[\])?"
-_SAFE_NAME = re.compile(rf"^{_SEG}(\.{_SEG})*$")
-
-REASONS: dict[str, str] = {
-    "bad_topic": "topic does not match the topic layout, or the device id is empty or too long",
-    "unknown_product": "no policy is loaded for the product in the topic",
-    "undeclared_kind": "the policy declares no such message kind",
-    "consent_withdrawn": "the device's user withdrew consent: nothing is forwarded",
-    "too_large": "payload over the size limit",
-    "too_deep": "payload nested deeper than the limit",
-    "invalid_utf8": "payload is not UTF-8",
-    "invalid_json": "payload is not JSON",
-    "not_object": "payload is not a JSON object",
-    "duplicate_key": "payload repeats a key (ambiguous: refused)",
-    "type_error": "a declared field has a value of the wrong type",
-    "method_not_allowed": "a command method the policy does not list",
-}
 ACTION_NOTES: dict[str, str] = {
     "keep": "forwarded as received (free text is scanned and identifiers in it redacted)",
     "redact": "kept, after identifiers were found in its free text and redacted",
@@ -55,47 +36,6 @@ ACTION_NOTES: dict[str, str] = {
     "consent_drop": "dropped because the device has not opted in to the field's consent toggle",
 }
 
-_CSS = """
-:root{--fg:#1d2330;--mut:#5b6475;--line:#d9dde5;--bg:#f6f7f9;--warn:#8a4b00;--warnbg:#fff4e0;
---ok:#0b6b3a;--okbg:#e6f5ec;--bad:#a12a00;--badbg:#fde9e1}
-*{box-sizing:border-box}
-body{font:13px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
-color:var(--fg);margin:0;background:#fff}
-main{max-width:1180px;margin:0 auto;padding:24px 28px 48px}
-h1{font-size:22px;margin:0 0 6px}
-h2{font-size:18px;margin:36px 0 4px;padding-top:14px;border-top:3px solid var(--fg)}
-h3{font-size:14px;margin:22px 0 6px}
-p{margin:6px 0}
-.meta{background:var(--bg);border:1px solid var(--line);border-radius:6px;padding:10px 14px;
-margin:12px 0}
-.meta dt{float:left;clear:left;width:150px;color:var(--mut)}
-.meta dd{margin:0 0 2px 150px}
-.note{color:var(--mut)}
-table{border-collapse:collapse;width:100%;margin:6px 0 10px}
-th,td{border-bottom:1px solid var(--line);padding:4px 6px;text-align:left;vertical-align:top}
-th{background:var(--bg);font-weight:600;white-space:nowrap}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}
-tr.total td{font-weight:600;border-top:2px solid var(--line)}
-tr.unseen td{color:var(--mut)}
-code{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace}
-.tag{display:inline-block;padding:0 6px;border-radius:9px;font-size:11px;white-space:nowrap}
-.ok{background:var(--okbg);color:var(--ok)}
-.warn{background:var(--warnbg);color:var(--warn)}
-.bad{background:var(--badbg);color:var(--bad)}
-.ovr{color:var(--bad);font-weight:600}
-figure.chart{margin:8px 0 14px}
-figure.chart figcaption{font-weight:600;margin-bottom:2px}
-svg .lbl{font:12px ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;fill:#1d2330}
-svg .val{font:11px system-ui,sans-serif;fill:#5b6475}
-.legend{margin:2px 0 6px}
-.key{margin-right:14px;white-space:nowrap}
-.swatch{display:inline-block;width:10px;height:10px;margin-right:4px;border-radius:2px;
-vertical-align:-1px}
-ul.compact{margin:4px 0;padding-left:20px;columns:2}
-nav ul{margin:4px 0;padding-left:20px}
-@media print{h2{break-before:page}main{max-width:none;padding:0}}
-"""
-
 
 def write_report(
     metrics: str,
@@ -103,14 +43,21 @@ def write_report(
     policies: dict[str, LoadedPolicy],
     *,
     now: datetime | None = None,
+    window: str | None = None,
 ) -> None:
-    """Fetch or read `metrics`, render the report for `policies`, write it to `out`.
+    """Fetch or read `metrics`, render the report for `policies`, write it to `out`. With a
+    `window`, `metrics` is a Prometheus server's URL and the counts are increases over it.
 
     Raises ReportError (naming the source, never a credential in it) when the metrics cannot
     be read or are not a gateway's.
     """
-    shown = display_source(metrics)
-    scrape = parse(read_source(metrics), shown)
+    if window is not None:
+        from gateway.report.prometheus import read_prometheus
+
+        scrape, shown = read_prometheus(metrics, window)
+    else:
+        shown = display_source(metrics)
+        scrape = parse(read_source(metrics), shown)
     page = render(scrape, policies, shown, now or datetime.now(UTC))
     out = Path(out)
     try:
@@ -126,383 +73,7 @@ def write_report(
 # -- helpers ---------------------------------------------------------------------------------
 
 
-def _e(s: object) -> str:
-    return escape(str(s), quote=True)
-
-
-def _table(
-    head: Sequence[str],
-    rows: Iterable[Sequence[str]],
-    numeric: Iterable[int] = (),
-    *,
-    total: Sequence[str] | None = None,
-    row_class: Sequence[str] | None = None,
-) -> str:
-    """Cells are already-escaped HTML; columns in `numeric` align right; `total` is a last,
-    emphasised row; `row_class` gives each body row a class ("" for none)."""
-    nums = set(numeric)
-
-    def tr(cells: Sequence[str], tag: str = "td", cls: str = "") -> str:
-        attr = f' class="{cls}"' if cls else ""
-        tds = "".join(
-            f'<{tag} class="n">{c}</{tag}>' if i in nums else f"<{tag}>{c}</{tag}>"
-            for i, c in enumerate(cells)
-        )
-        return f"<tr{attr}>{tds}</tr>"
-
-    out = ["<table><thead>", tr(head, "th"), "</thead><tbody>"]
-    for i, row in enumerate(rows):
-        out.append(tr(row, cls=row_class[i] if row_class else ""))
-    if total is not None:
-        out.append(tr(total, cls="total"))
-    out.append("</tbody></table>")
-    return "".join(out)
-
-
-def _figure(caption: str, svg: str, extra: str = "") -> str:
-    return f'<figure class="chart"><figcaption>{_e(caption)}</figcaption>{extra}{svg}</figure>'
-
-
-def _tag(text: str, kind: str) -> str:
-    return f'<span class="tag {kind}">{_e(text)}</span>'
-
-
-def _anchor(pid: str) -> str:
-    return "p-" + re.sub(r"[^A-Za-z0-9_-]", "_", pid)
-
-
-def _shown_field(name: str) -> str:
-    return name if name == OTHER or _SAFE_NAME.match(name) else OTHER
-
-
-class _Product:
-    """The scrape's numbers for one product."""
-
-    def __init__(self, pid: str, s: Scrape) -> None:
-        self.received: defaultdict[str, float] = defaultdict(float)
-        self.outcomes: defaultdict[tuple[str, str], float] = defaultdict(float)
-        self.rejected: defaultdict[tuple[str, str], float] = defaultdict(float)
-        self.fields: defaultdict[tuple[str, str], dict[str, float]] = defaultdict(dict)
-        self.undeclared: defaultdict[tuple[str, str], float] = defaultdict(float)
-        for (p, k), v in s.received.items():
-            if p == pid:
-                self.received[k] += v
-        for (p, k, o), v in s.outcomes.items():
-            if p == pid:
-                self.outcomes[k, o] += v
-        for (p, k, r), v in s.rejected.items():
-            if p == pid:
-                self.rejected[k, r] += v
-        for (p, k, f, a), v in s.fields.items():
-            if p == pid:
-                d = self.fields[k, f]
-                d[a] = d.get(a, 0.0) + v
-        for (p, k, f), v in s.undeclared.items():
-            if p == pid:
-                self.undeclared[k, _shown_field(f)] += v
-        self.hashes = s.policy_hashes.get(pid, set())
-
-    def outcome(self, name: str) -> float:
-        return sum(v for (_, o), v in self.outcomes.items() if o == name)
-
-    def kinds(self) -> set[str]:
-        ks = set(self.received) | {k for k, _ in self.outcomes} | {k for k, _ in self.rejected}
-        return ks | {k for k, _ in self.fields} | {k for k, _ in self.undeclared}
-
-
-def _seen(counts: dict[str, float]) -> float:
-    return sum(v for a, v in counts.items() if a != "redact")
-
-
-def _applied(counts: dict[str, float]) -> str:
-    parts = []
-    for a in sorted(counts, key=lambda a: (ACTIONS.index(a) if a in ACTIONS else 99, a)):
-        if a == "redact" or counts[a] <= 0:
-            continue
-        text = f"{_e(a)} {fmt(counts[a])}"
-        if a == "keep" and counts.get("redact", 0) > 0:
-            text += f" ({fmt(counts['redact'])} redacted)"
-        parts.append(text)
-    return " · ".join(parts) or "—"
-
-
-def _segments(counts: dict[str, float]) -> list[tuple[str, float]]:
-    segs = []
-    for a in ACTIONS:
-        v = counts.get(a, 0.0)
-        if a == "keep":
-            v -= counts.get("redact", 0.0)
-        segs.append((a, v))
-    segs += [(a, v) for a, v in sorted(counts.items()) if a not in ACTIONS]
-    return segs
-
-
 # -- sections --------------------------------------------------------------------------------
-
-
-def _hash_status(lp: LoadedPolicy, hashes: set[str]) -> tuple[str, str]:
-    """(tag html, sentence html) comparing the file with what the gateway reports loaded."""
-    mine = lp.hash[:12]
-    if not hashes:
-        return _tag("not loaded", "bad"), (
-            "The gateway reports no policy loaded for this product: it rejects the product's "
-            "messages as <code>unknown_product</code>."
-        )
-    match = any(len(h) >= 8 and lp.hash.startswith(h) for h in hashes)
-    listed = ", ".join(f"<code>{_e(h)}</code>" for h in sorted(hashes))
-    if match and len(hashes) == 1:
-        return _tag("matches file", "ok"), (
-            f"The gateway reports policy {listed} loaded: the same file as below."
-        )
-    if match:
-        return _tag("several loaded", "warn"), (
-            f"The gateway reports several policy versions loaded ({listed}), one of them this "
-            "file: a reload was in progress, or workers disagree."
-        )
-    return _tag("differs", "bad"), (
-        f"The gateway reports policy {listed} loaded, but the file read for this report hashes "
-        f"to <code>{_e(mine)}</code>: the declarations below may not be the ones enforced."
-    )
-
-
-def _product_section(lp: LoadedPolicy, s: Scrape) -> str:
-    pol = lp.policy
-    pid = pol.id
-    pr = _Product(pid, s)
-    rows = list(policy_rows(lp))
-    out: list[str] = [f'<section id="{_anchor(pid)}">']
-    out.append(
-        f"<h2>{_e(pid)} <span class='note'>— {_e(pol.name)} ({_e(pol.publisher)})</span></h2>"
-    )
-
-    # Policy loaded
-    tag, sentence = _hash_status(lp, pr.hashes)
-    out.append("<h3>Policy</h3>")
-    out.append(
-        f"<p>File <code>{_e(lp.path.name)}</code>, sha256 <code>{_e(lp.hash)}</code>. "
-        f"{tag} {sentence}</p>"
-    )
-    if pol.seed:
-        out.append(f"<p class='note'>Published text: {_e(pol.seed)}.</p>")
-
-    # Data residency
-    out.append("<h3>Data residency</h3>")
-    if pol.regions:
-        out.append(
-            "<p>Records of this product are written only to sinks of the regions the policy "
-            "names:</p>"
-        )
-        out.append(
-            _table(
-                ("Region", "Data centre", "Citation"),
-                ((f"<code>{_e(r.id)}</code>", _e(r.datacentre), _e(r.cite)) for r in pol.regions),
-            )
-        )
-    else:
-        out.append(
-            f"<p>{_tag('no region', 'warn')} The policy names no data centre: nothing of this "
-            "product is forwarded.</p>"
-        )
-    held = pr.outcome("held")
-    if held:
-        out.append(
-            f"<p>{_tag('held', 'warn')} {fmt(held)} record(s) were held at the gateway because "
-            "the device's region is not one the policy names.</p>"
-        )
-
-    # Messages
-    out.append("<h3>Messages</h3>")
-    kinds = sorted(set(pol.kinds) | pr.kinds())
-    if not any(pr.received.values()) and not any(pr.outcomes.values()):
-        out.append("<p class='note'>No message of this product since the gateway started.</p>")
-    else:
-        body = []
-        for k in kinds:
-            cells = [_e(k), fmt(pr.received.get(k, 0.0))]
-            cells += [fmt(pr.outcomes.get((k, o), 0.0)) for o in OUTCOMES]
-            body.append(cells)
-        totals = ["total", fmt(sum(pr.received.values()))]
-        totals += [fmt(pr.outcome(o)) for o in OUTCOMES]
-        out.append(
-            _table(
-                ("Kind", "Received", *(o.capitalize() for o in OUTCOMES)),
-                body,
-                numeric=range(1, 6),
-                total=totals,
-            )
-        )
-        chart_rows = [
-            (k, [(o, pr.outcomes.get((k, o), 0.0)) for o in OUTCOMES])
-            for k in kinds
-            if any(pr.outcomes.get((k, o), 0.0) for o in OUTCOMES)
-        ]
-        if chart_rows:
-            out.append(
-                _figure(
-                    "Message outcomes by kind",
-                    bar_chart(f"{pid}: message outcomes by kind", chart_rows),
-                    legend(OUTCOMES),
-                )
-            )
-
-    # Rejections
-    out.append("<h3>Rejections</h3>")
-    if pr.rejected:
-        by_reason: defaultdict[str, float] = defaultdict(float)
-        for (_, reason), v in pr.rejected.items():
-            by_reason[reason] += v
-        ordered = sorted(pr.rejected.items(), key=lambda kv: (-kv[1], kv[0]))
-        out.append(
-            _table(
-                ("Reason", "Kind", "Messages", "Meaning"),
-                (
-                    (f"<code>{_e(rs)}</code>", _e(k), fmt(v), _e(REASONS.get(rs, "")))
-                    for (k, rs), v in ordered
-                ),
-                numeric=(2,),
-            )
-        )
-        out.append(
-            _figure(
-                "Rejections by reason",
-                bar_chart(
-                    f"{pid}: rejections by reason",
-                    [
-                        (rs, [("rejected", v)])
-                        for rs, v in sorted(by_reason.items(), key=lambda kv: (-kv[1], kv[0]))
-                    ],
-                ),
-            )
-        )
-    else:
-        out.append("<p class='note'>No message of this product rejected since start.</p>")
-
-    # Declared fields
-    out.append("<h3>Declared fields</h3>")
-    out.append(
-        "<p class='note'>Every field the policy declares, what the file says to do with it, what "
-        "the gateway actually does (it overrides the file where the file is unsafe: "
-        "<span class='ovr'>marked</span>), and how often each action was applied.</p>"
-    )
-    field_rows: list[tuple[str, ...]] = []
-    classes: list[str] = []
-    for r in rows:
-        counts = pr.fields.get((r["kind"], r["field"]), {})
-        seen = _seen(counts)
-        eff = _e(r["action"])
-        if r["action"] != r["declared"]:
-            eff = f"<span class='ovr' title='overridden by the gateway'>{eff} ‡</span>"
-        if r["consent"]:
-            eff += f"<br><span class='note'>opt-in: <code>{_e(r['consent'])}</code></span>"
-        field_rows.append(
-            (
-                _e(r["kind"]),
-                f"<code>{_e(r['field'])}</code>",
-                f"<code>{_e(r['category'])}</code>",
-                _e(r["declared"]),
-                eff,
-                _e(r["purpose"]) or "<span class='note'>—</span>",
-                _e(r["cite"]),
-                fmt(seen) if seen else _tag("never seen", "warn"),
-                _applied(counts),
-            )
-        )
-        classes.append("" if seen else "unseen")
-    out.append(
-        _table(
-            (
-                "Kind",
-                "Field",
-                "Category",
-                "Declared",
-                "Effective",
-                "Purpose",
-                "Citation",
-                "Seen",
-                "Applied",
-            ),
-            field_rows,
-            numeric=(7,),
-            row_class=classes,
-        )
-    )
-    chart_rows = [
-        (f"{r['kind']} {r['field']}", _segments(pr.fields[(r["kind"], r["field"])]))
-        for r in rows
-        if _seen(pr.fields.get((r["kind"], r["field"]), {}))
-    ]
-    if chart_rows:
-        used = sorted(
-            {a for _, segs in chart_rows for a, v in segs if v > 0},
-            key=lambda a: ACTIONS.index(a) if a in ACTIONS else 99,
-        )
-        out.append(
-            _figure(
-                "Actions applied per declared field",
-                bar_chart(f"{pid}: actions applied per declared field", chart_rows),
-                legend(used),
-            )
-        )
-    declared = {(r["kind"], r["field"]) for r in rows}
-    stale = sorted(k for k in pr.fields if k not in declared and _seen(pr.fields[k]))
-    if stale:
-        out.append(
-            f"<p>{_tag('not in file', 'bad')} The gateway counted fields this policy file does "
-            "not declare (it enforces another version of the policy): "
-            + ", ".join(f"<code>{_e(k)} {_e(f)}</code>" for k, f in stale)
-            + ".</p>"
-        )
-
-    # Never seen
-    out.append("<h3>Declared but never seen</h3>")
-    unseen = [r for r in rows if not _seen(pr.fields.get((r["kind"], r["field"]), {}))]
-    if unseen:
-        out.append(
-            "<p class='note'>The policy declares these fields, but no accepted message carried "
-            "them since start: a declaration that may be broader than what devices send.</p>"
-        )
-        out.append(
-            "<ul class='compact'>"
-            + "".join(
-                f"<li>{_e(r['kind'])} <code>{_e(r['field'])}</code> "
-                f"<span class='note'>({_e(r['category'])})</span></li>"
-                for r in unseen
-            )
-            + "</ul>"
-        )
-    else:
-        out.append("<p class='note'>Every declared field was seen at least once.</p>")
-
-    # Drift
-    out.append("<h3>Policy drift: undeclared fields seen and dropped</h3>")
-    if pr.undeclared:
-        out.append(
-            "<p>Devices sent these fields, which the policy does not declare; the gateway "
-            "dropped every one. A field here means the product sends more than its policy "
-            f"describes. <code>{OTHER}</code> counts names past the per-kind bound or not "
-            "shaped like an identifier.</p>"
-        )
-        ordered_u = sorted(pr.undeclared.items(), key=lambda kv: (-kv[1], kv[0]))
-        out.append(
-            _table(
-                ("Kind", "Undeclared field", "Times dropped"),
-                ((_e(k), f"<code>{_e(f)}</code>", fmt(v)) for (k, f), v in ordered_u),
-                numeric=(2,),
-            )
-        )
-        out.append(
-            _figure(
-                "Undeclared fields dropped",
-                bar_chart(
-                    f"{pid}: undeclared fields dropped",
-                    [(f"{k} {f}", [("drop", v)]) for (k, f), v in ordered_u],
-                ),
-            )
-        )
-    else:
-        out.append("<p class='note'>No undeclared field seen since start.</p>")
-    out.append("</section>")
-    return "\n".join(out)
 
 
 def _summary(policies: dict[str, LoadedPolicy], s: Scrape) -> str:
@@ -510,35 +81,45 @@ def _summary(policies: dict[str, LoadedPolicy], s: Scrape) -> str:
     for pid in sorted(policies):
         lp = policies[pid]
         pr = _Product(pid, s)
-        tag, _ = _hash_status(lp, pr.hashes)
         rows = list(policy_rows(lp))
         unseen = sum(1 for r in rows if not _seen(pr.fields.get((r["kind"], r["field"]), {})))
         drift = sum(pr.undeclared.values())
+        held = pr.outcome("held")
+        held_cell = fmt(held)
+        if held and not lp.policy.regions:
+            held_cell += " " + _tag("by design", "ok")
+        regions = ", ".join(f"{_e(r)} {fmt(v)}" for r, v in sorted(pr.regions.items()))
+        if not lp.policy.regions:
+            regions = regions or _tag("names none", "mut")
         body.append(
             (
                 f"<a href='#{_anchor(pid)}'>{_e(pid)}</a>",
-                tag,
-                ", ".join(_e(r.id) for r in lp.policy.regions) or _tag("none", "warn"),
+                verdict_tag(verdict(lp, pr)),
                 fmt(sum(pr.received.values())),
-                *(fmt(pr.outcome(o)) for o in ("forwarded", "rejected", "held")),
+                fmt(pr.outcome("forwarded")),
+                regions or "—",
+                fmt(pr.outcome("withdrawn")),
+                fmt(pr.outcome("rejected")),
+                held_cell,
                 f"{fmt(unseen)} / {len(rows)}",
-                _tag(f"{fmt(drift)} drops, {len(pr.undeclared)} names", "bad") if drift else fmt(0),
+                _tag(f"{len(pr.undeclared)} names, {fmt(drift)} times", "ok") if drift else fmt(0),
             )
         )
     return _table(
         (
             "Product",
-            "Policy",
-            "Regions",
+            "Verdict",
             "Received",
             "Forwarded",
+            "Records per region",
+            "Withdrawn",
             "Rejected",
             "Held",
             "Fields never seen",
-            "Undeclared",
+            "Undeclared, dropped",
         ),
         body,
-        numeric=range(3, 9),
+        numeric=(2, 3, 5, 6, 7, 8),
     )
 
 
@@ -580,10 +161,10 @@ def _others(policies: dict[str, LoadedPolicy], s: Scrape) -> str:
 
 
 def _sinks(policies: dict[str, LoadedPolicy], s: Scrape) -> str:
-    if not s.sink_records:
+    if not s.sink_records and not s.erasures:
         return ""
     named = {r.id for lp in policies.values() for r in lp.policy.regions}
-    pairs = sorted({(sink, region) for sink, region, _ in s.sink_records})
+    pairs = sorted({(sink, region) for sink, region, _ in s.sink_records} | set(s.erasures))
     body = []
     for sink, region in pairs:
         region_cell = f"<code>{_e(region)}</code>"
@@ -597,12 +178,17 @@ def _sinks(policies: dict[str, LoadedPolicy], s: Scrape) -> str:
                     fmt(s.sink_records.get((sink, region, o), 0.0))
                     for o in ("committed", "spooled", "failed")
                 ),
+                fmt(s.erasures.get((sink, region), 0.0)),
             )
         )
     return (
         '<section id="sinks"><h2>Where records went: sinks by region</h2>'
         "<p class='note'>All products together (sink metrics carry no product label).</p>"
-        + _table(("Sink", "Region", "Committed", "Spooled", "Failed"), body, numeric=(2, 3, 4))
+        + _table(
+            ("Sink", "Region", "Committed", "Spooled", "Failed", "Erasure requests"),
+            body,
+            numeric=(2, 3, 4, 5),
+        )
         + "</section>"
     )
 
@@ -623,9 +209,13 @@ def _glossary() -> str:
 def render(s: Scrape, policies: dict[str, LoadedPolicy], source: str, now: datetime) -> str:
     generated = now.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
     since = "the gateway process started (counters restart from zero when it restarts)"
+    counts = f"cumulative since {since}"
     if s.process_start:
         started = datetime.fromtimestamp(s.process_start, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         since = f"the gateway process started at {started} (counters restart with it)"
+        counts = f"cumulative since {since}"
+    if s.window:
+        counts = f"increase over the last {s.window}, summed over {s.instances or 0} instance(s)"
     dirs = sorted({str(lp.path.parent) for lp in policies.values()})
     head = (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
@@ -641,7 +231,7 @@ def render(s: Scrape, policies: dict[str, LoadedPolicy], source: str, now: datet
         "<dl class='meta'>"
         f"<dt>Generated</dt><dd>{_e(generated)}</dd>"
         f"<dt>Metrics source</dt><dd><code>{_e(source)}</code></dd>"
-        f"<dt>Counts</dt><dd>cumulative since {_e(since)}</dd>"
+        f"<dt>Counts</dt><dd>{_e(counts)}</dd>"
         f"<dt>Policy files</dt><dd>{', '.join(f'<code>{_e(d)}</code>' for d in dirs)}</dd>"
         "</dl></header>"
     )
@@ -651,7 +241,7 @@ def render(s: Scrape, policies: dict[str, LoadedPolicy], source: str, now: datet
         "<section id='summary'><h2>Summary</h2>",
         _summary(policies, s),
         "</section>",
-        *(_product_section(policies[p], s) for p in sorted(policies)),
+        *(product_section(policies[p], s) for p in sorted(policies)),
         _others(policies, s),
         _sinks(policies, s),
         _glossary(),

@@ -46,25 +46,41 @@ class Scrape:
     sink_records: defaultdict[tuple[str, str, str], float] = field(
         default_factory=lambda: defaultdict(float)
     )  # sink, region, outcome
+    region_records: defaultdict[tuple[str, str], float] = field(
+        default_factory=lambda: defaultdict(float)
+    )  # product, region
+    withdrawals: defaultdict[tuple[str], float] = field(
+        default_factory=lambda: defaultdict(float)
+    )  # product
+    erasures: defaultdict[tuple[str, str], float] = field(
+        default_factory=lambda: defaultdict(float)
+    )  # sink, region
     # product -> policy hash prefixes the gateway reports as loaded (normally exactly one).
     policy_hashes: defaultdict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     process_start: float | None = None
+    # Set when the numbers are increases over a window across instances (a Prometheus server).
+    window: str | None = None
+    instances: int | None = None
 
     def products(self) -> set[str]:
         out: set[str] = set(self.policy_hashes)
-        for table in (self.received, self.outcomes, self.rejected, self.fields, self.undeclared):
+        tables = (self.received, self.outcomes, self.rejected, self.fields, self.undeclared)
+        for table in (*tables, self.region_records, self.withdrawals):
             out.update(key[0] for key in table)
         return out
 
 
 # sample name -> (attribute of Scrape, label names in key order)
-_COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "gateway_messages_received_total": ("received", ("product", "kind")),
     "gateway_messages_total": ("outcomes", ("product", "kind", "outcome")),
     "gateway_messages_rejected_total": ("rejected", ("product", "kind", "reason")),
     "gateway_fields_total": ("fields", ("product", "kind", "field", "action")),
     "gateway_undeclared_fields_total": ("undeclared", ("product", "kind", "field")),
     "gateway_sink_records_total": ("sink_records", ("sink", "region", "outcome")),
+    "gateway_region_records_total": ("region_records", ("product", "region")),
+    "gateway_consent_withdrawals_total": ("withdrawals", ("product",)),
+    "gateway_erasure_requests_total": ("erasures", ("sink", "region")),
 }
 
 
@@ -92,7 +108,7 @@ def read_source(source: str) -> str:
     """The text of `source`: an http(s) URL fetched with a 5 s timeout, else a file path."""
     shown = display_source(source)
     if is_url(source):
-        return _fetch(source, shown)
+        return fetch(source, shown)
     if "://" in source:
         raise ReportError(f"{shown}: only http:// and https:// URLs or a file path are accepted")
     path = Path(source)
@@ -104,7 +120,7 @@ def read_source(source: str) -> str:
     return _text(raw, shown)
 
 
-def _fetch(url: str, shown: str) -> str:
+def fetch(url: str, shown: str) -> str:
     """GET `url`; `user:password@` in it becomes HTTP basic auth (urllib would otherwise take
     it for part of the host name)."""
     parts = urlsplit(url)
@@ -156,7 +172,7 @@ def parse(text: str, shown: str) -> Scrape:
             if fam.name.startswith("gateway_"):
                 seen_gateway = True
             for s in fam.samples:
-                spec = _COUNTERS.get(s.name)
+                spec = COUNTERS.get(s.name)
                 if spec is not None:
                     attr, names = spec
                     if all(n in s.labels for n in names):

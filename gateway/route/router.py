@@ -42,8 +42,13 @@ def load_registry(path: Path) -> dict[str, str]:
     file, never a device id."""
     try:
         doc = msgspec.toml.decode(path.read_bytes(), type=dict[str, dict[str, str]])
-    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except OSError as exc:
+        raise RegistryError(f"{path}: cannot read: {exc.strerror}") from None
+    except msgspec.DecodeError as exc:
         raise RegistryError(f"{path}: {exc}") from None
+    except msgspec.ValidationError:
+        # msgspec's message ends with the key path, which would be a device id.
+        raise RegistryError(f"{path}: expected [devices] with string region ids") from None
     devices = doc.get("devices", {})
     bad = sorted({r for r in devices.values() if r not in REGIONS})
     if bad:

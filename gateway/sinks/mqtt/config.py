@@ -21,6 +21,8 @@ class MqttSinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     topic_prefix: str = "gateway"
     client_id: str = ""  # "" = "gateway-sink-<region>-<random>"
     tls: MqttTlsConfig | None = None
+    username: str | None = None
+    password_env: str | None = None  # name of the env variable holding the password
     qos: int = 1
     timeout_s: float = 10.0  # connect, and longest wait without any PUBACK progress
     max_inflight: int = 100  # QoS>0 publishes outstanding at once (capped by the broker)
@@ -30,6 +32,8 @@ class MqttSinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         # QoS 0 has no acknowledgement, so it could never be durable on return.
         if self.qos not in (1, 2):
             raise ValueError("qos must be 1 or 2")
+        if self.password_env is not None and self.username is None:
+            raise ValueError("password_env needs a username")
         if not 0 < self.port < 65536:
             raise ValueError("port out of range")
         if self.timeout_s <= 0:

@@ -14,6 +14,7 @@ At most ``window`` publishes are outstanding at once, where ``window`` is the sm
 from __future__ import annotations
 
 import logging
+import os
 import secrets
 import threading
 import time
@@ -76,6 +77,15 @@ class _Conn:
             self.acks[mid] = rc
             if rc.is_failure or len(self.acks) >= self.wake_at:
                 self.cond.notify_all()
+
+
+def _password(cfg: MqttSinkConfig) -> str | None:
+    if cfg.password_env is None:
+        return None
+    password = os.environ.get(cfg.password_env)
+    if not password:  # never fall back to connecting without it
+        raise SinkError(f"${cfg.password_env} is not set")
+    return password
 
 
 class MqttSink:
@@ -145,6 +155,8 @@ class MqttSink:
             # be an outage the caller can spool through, not a crash.
             if cfg.tls is not None:
                 client.tls_set(ca_certs=cfg.tls.ca, certfile=cfg.tls.cert, keyfile=cfg.tls.key)
+            if cfg.username is not None:
+                client.username_pw_set(cfg.username, _password(cfg))
             # Clean start: a new connection never resumes messages we gave up on.
             client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
         except (OSError, ValueError) as exc:

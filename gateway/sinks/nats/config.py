@@ -5,6 +5,16 @@ from __future__ import annotations
 import msgspec
 
 
+class NatsTlsConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    ca: str | None = None  # CA bundle to verify the server; None = system store
+    cert: str | None = None  # client certificate (mutual TLS)
+    key: str | None = None  # its private key
+
+    def __post_init__(self) -> None:
+        if (self.cert is None) != (self.key is None):
+            raise ValueError("tls.cert and tls.key go together")
+
+
 class NatsSinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     url: str  # e.g. "nats://127.0.0.1:4222" (tls:// for TLS)
     stream: str = "GATEWAY"
@@ -13,10 +23,21 @@ class NatsSinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     max_inflight: int = 1000  # publishes awaiting a PubAck at once
     duplicate_window_s: float = 120.0  # JetStream msg-id dedupe window (at least)
     name: str = ""  # connection name shown in server monitoring; "" = "gateway-sink-<region>"
+    # Authentication: one of a credentials file (user JWT + nkey seed, e.g. from `nsc`), an
+    # nkey seed file, or a user whose password is in the environment (never in the file).
+    creds: str | None = None
+    nkey: str | None = None
+    user: str | None = None
+    password_env: str | None = None
+    tls: NatsTlsConfig | None = None  # also used for nats:// when the server requires TLS
 
     def __post_init__(self) -> None:
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
+        if sum(x is not None for x in (self.creds, self.nkey, self.user)) > 1:
+            raise ValueError("creds, nkey and user are alternatives: set one")
+        if self.password_env is not None and self.user is None:
+            raise ValueError("password_env needs a user")
         if self.max_inflight <= 0:
             raise ValueError("max_inflight must be > 0")
         if self.duplicate_window_s <= 0:

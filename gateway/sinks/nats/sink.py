@@ -18,6 +18,8 @@ import concurrent.futures
 import hashlib
 import logging
 import math
+import os
+import ssl
 import threading
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -145,6 +147,7 @@ class NatsSink:
                 # Reconnect forever once connected; the first connect is bounded here.
                 await asyncio.wait_for(
                     nc.connect(
+                        **_auth(cfg),
                         servers=[cfg.url],
                         name=cfg.name or f"gateway-sink-{self.region}",
                         connect_timeout=max(1, math.ceil(cfg.timeout_s)),
@@ -240,6 +243,29 @@ class NatsSink:
     async def _on_reconnected(self) -> None:
         self._error_logged = False
         log.info("nats sink %s: reconnected", self.region)
+
+
+def _auth(cfg: NatsSinkConfig) -> dict[str, Any]:
+    """nats-py connect() arguments for the configured credentials and TLS. Files are read
+    at each connect, so a rotated certificate or credentials file is picked up."""
+    kw: dict[str, Any] = {}
+    if cfg.creds is not None:
+        kw["user_credentials"] = cfg.creds
+    if cfg.nkey is not None:
+        kw["nkeys_seed"] = cfg.nkey
+    if cfg.user is not None:
+        kw["user"] = cfg.user
+        if cfg.password_env is not None:
+            password = os.environ.get(cfg.password_env)
+            if not password:  # never fall back to connecting without it
+                raise SinkError(f"${cfg.password_env} is not set")
+            kw["password"] = password
+    if cfg.tls is not None:
+        ctx = ssl.create_default_context(cafile=cfg.tls.ca)
+        if cfg.tls.cert is not None:
+            ctx.load_cert_chain(cfg.tls.cert, cfg.tls.key)
+        kw["tls"] = ctx
+    return kw
 
 
 def _run_loop(loop: asyncio.AbstractEventLoop) -> None:

@@ -1,0 +1,1 @@
+"""Exports of the policies for other tools: `fides` (a Fides system manifest)."""
