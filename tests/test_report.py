@@ -225,10 +225,12 @@ def test_unseen_drift_rejections_outcomes(report: str, policies: dict[str, Loade
         "undeclared_kind",
     ):
         assert f"<code>{reason}</code>" in sec, reason
-    # Outcomes by kind: info 3 forwarded, props 2 forwarded + 1 held.
+    # Outcomes by kind: info 3 forwarded, props 2 forwarded + 1 held (columns: forwarded,
+    # withdrawn, no_consent, nothing_declared, rejected, held, shadowed).
     assert re.search(
         r"<td>props</td><td class=\"n\">3</td><td class=\"n\">2</td><td class=\"n\">0</td>"
-        r"<td class=\"n\">0</td><td class=\"n\">1</td>",
+        r"<td class=\"n\">0</td><td class=\"n\">0</td><td class=\"n\">0</td>"
+        r"<td class=\"n\">1</td>",
         sec,
     )
     assert "held at the gateway" in sec
