@@ -25,8 +25,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config import GatewayConfig, Routing
+from gateway.config import GatewayConfig, Routing, SinkSpec
 from gateway.service import Gateway
+from gateway.sinks.nats.config import NatsSinkConfig
 from gateway.sources.mqtt import Delivery, MqttSource
 from gateway.sources.mqtt.config import MqttSourceConfig
 from gateway.spool.config import SpoolConfig
@@ -735,3 +736,62 @@ def test_a_reload_that_would_drop_a_product_receiving_traffic_is_refused(
     finally:
         gw.stop()
         pub.close()
+
+
+def test_a_25_kb_s_nats_link_makes_steady_progress_without_duplicates(
+    tmp_path: Path, mosquitto: Mosquitto, nats_server: NatsServer
+) -> None:
+    """NATS behind a 25 KB/s link, with a 2 s timeout: a batch takes far longer than that
+    to go through, which must not make it fail. First the link is cut (records spool),
+    then it comes back slow: the spool drains and new records go straight through, with
+    progress every few seconds and not one duplicate in the stream."""
+    proxy = TcpProxy(nats_server.port, rate_bytes_s=25_000).start()
+    cfg = nats_config(tmp_path, mosquitto, nats_server)
+    nats = NatsSinkConfig(url=f"nats://127.0.0.1:{proxy.port}", timeout_s=2.0)
+    cfg = msgspec.structs.replace(
+        cfg, sinks=(SinkSpec(type="nats", nats=nats),), spool=SpoolConfig(retry_s=0.5)
+    )
+    pub = Publisher(mosquitto.port)
+    gw = Gateway(cfg)
+    gw.start()
+    try:
+        wait_for(gw.is_ready, what="gateway connected")
+        time.sleep(0.3)
+        proxy.block()
+        spooled = 300
+        for i in range(10_000, 10_000 + spooled):
+            pub.client.publish("miot/purifier/dev1/props", b'{"id":%d,"method":"props"}' % i, qos=1)
+        wait_for(
+            lambda: "de" in gw.sinks and gw.sinks["de"].spooled_records == spooled,
+            what="the first records spooled",
+        )
+        proxy.unblock()
+        live = 300
+        for i in range(20_000, 20_000 + live):
+            pub.client.publish("miot/purifier/dev1/props", b'{"id":%d,"method":"props"}' % i, qos=1)
+        n = spooled + live
+        counts: list[tuple[float, int]] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            counts.append((time.monotonic(), _stream_count(nats_server.url)))
+            if counts[-1][1] >= n:
+                break
+            time.sleep(1.0)
+        assert counts[-1][1] == n, f"stalled: {counts[-10:]}"
+        # Steady: from the first record on, never 6 s without one more stored.
+        first = next(t for t, c in counts if c > 0)
+        stored = [(t, c) for t, c in counts if t >= first]
+        for (t0, c0), (t1, c1) in zip(stored, stored[6:], strict=False):
+            assert c1 > c0, f"no progress between {t0 - first:.0f} s and {t1 - first:.0f} s"
+        ids = stream_ids(nats_server.url)
+        assert len(ids) == len(set(ids)) == n  # not one duplicate
+        assert sorted(ids) == [*range(10_000, 10_000 + spooled), *range(20_000, 20_000 + live)]
+        print(
+            f"25 KB/s: {n} records in {counts[-1][0] - first:.0f} s, "
+            f"{metric(gw, 'gateway_sink_attempts_total', outcome='error'):.0f} failed attempts, "
+            f"{proxy.bytes_up} bytes up"
+        )
+    finally:
+        gw.stop()
+        pub.close()
+        proxy.stop()
