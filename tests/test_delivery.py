@@ -349,18 +349,20 @@ def test_a_stopped_replica_keeps_its_share_until_its_session_expires(tmp_path: P
 
 
 def stream_ids(url: str, stream: str = "GATEWAY") -> list[int]:
-    """The `data.id` of every record in the stream, in stream order (duplicates kept)."""
+    """The `data.id` of every record in the stream, in stream order (duplicates kept),
+    read through an ephemeral pull consumer."""
 
     async def read() -> list[int]:
         nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
         try:
             js = nc.jetstream()
-            info = await js.stream_info(stream)
-            out = []
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                msg = await js.get_msg(stream, seq)
-                if msg.data:
-                    out.append(int(json.loads(msg.data)["data"]["id"]))
+            n = (await js.stream_info(stream)).state.messages
+            psub = await js.pull_subscribe("gateway.>", stream=stream)
+            out: list[int] = []
+            while len(out) < n:
+                for m in await psub.fetch(min(256, n - len(out)), timeout=5):
+                    await m.ack()  # the consumer stops at max_ack_pending otherwise
+                    out.append(int(json.loads(m.data)["data"]["id"]))
             return out
         finally:
             await nc.close()
@@ -795,3 +797,80 @@ def test_a_25_kb_s_nats_link_makes_steady_progress_without_duplicates(
         gw.stop()
         pub.close()
         proxy.stop()
+
+
+SHIPPED_BROKER = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
+QUEUE_OPTIONS = ("max_queued_messages", "max_queued_bytes", "max_inflight_messages")
+
+
+def shipped_queue_limits() -> list[str]:
+    """The queue settings of deploy/mosquitto/mosquitto.conf, as they stand."""
+    lines = [line.strip() for line in SHIPPED_BROKER.read_text().splitlines()]
+    limits = [line for line in lines if line.split(" ")[0] in QUEUE_OPTIONS]
+    assert len(limits) == len(QUEUE_OPTIONS), limits
+    return limits
+
+
+def spool_full_run(
+    tmp_path: Path, nats_server: NatsServer, broker_limits: list[str], n: int
+) -> dict[str, float]:
+    """NATS down and a spool with room for a few dozen records: the gateway stops
+    acknowledging, and the broker must hold the rest of n messages. Then NATS returns."""
+    broker = Mosquitto(tmp_path / "mosquitto", extra_config=[*broker_limits, "sys_interval 1"])
+    broker.start()
+    nats_server.stop()
+    cfg = nats_config(tmp_path, broker, nats_server)
+    cfg = msgspec.structs.replace(cfg, spool=SpoolConfig(retry_s=0.2, max_bytes=16 * 1024))
+    gw = Gateway(cfg)
+    gw.start()
+    try:
+        wait_for(gw.is_ready, what="gateway connected")
+        time.sleep(0.3)
+        pad = b"x" * 120
+        backlog(
+            broker.port,
+            "miot/purifier/dev1/props",
+            n,
+            lambda i: b'{"id":%d,"method":"props","note":"%s"}' % (i, pad),
+        )
+        wait_for(lambda: metric(gw, "gateway_sink_attempts_total", outcome="spool_full") > 0)
+        time.sleep(2.5)  # the broker's $SYS counters, twice
+        held = metric(gw, "gateway_broker_stored_messages")
+        dropped = metric(gw, "gateway_broker_messages_dropped_total")
+        nats_server.start()
+        wait_for(lambda: _stream_count(nats_server.url) >= n - dropped, timeout=180)
+        time.sleep(1.0)
+        ids = stream_ids(nats_server.url)
+        return {
+            "published": n,
+            "held_by_broker": held,
+            "dropped_by_broker": dropped,
+            "delivered": len(set(ids)),
+            "duplicates": len(ids) - len(set(ids)),
+            "lost": n - len(set(ids)),
+        }
+    finally:
+        gw.stop()
+        broker.stop()
+
+
+def test_spool_full_with_the_shipped_broker_config_loses_nothing(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    figures = spool_full_run(tmp_path, nats_server, shipped_queue_limits(), 20_000)
+    print("spool full, shipped broker limits:", figures)
+    assert figures["held_by_broker"] > 18_000  # the broker holds what was not acknowledged
+    assert figures["dropped_by_broker"] == 0
+    assert figures["lost"] == 0
+    assert figures["duplicates"] == 0
+
+
+def test_broker_drops_are_exported(tmp_path: Path, nats_server: NatsServer) -> None:
+    """With a count limit (the old shipped config had max_queued_messages 10000; here
+    1000 for a short test), the broker drops what does not fit while the gateway is
+    blocked: the gateway's metric shows exactly what was lost."""
+    limits = ["max_queued_messages 1000", "max_queued_bytes 0", "max_inflight_messages 100"]
+    figures = spool_full_run(tmp_path, nats_server, limits, 5_000)
+    print("spool full, max_queued_messages 1000:", figures)
+    assert figures["dropped_by_broker"] > 2_000
+    assert figures["lost"] == figures["dropped_by_broker"]
