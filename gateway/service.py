@@ -21,7 +21,6 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import TypeVar
 
 from gateway import signals
 from gateway.config import ConfigError, GatewayConfig, SinkSpec, StartupError, load_config
@@ -49,8 +48,6 @@ from gateway.transforms.pseudonymize import (
 from gateway.validate import preflight
 
 log = logging.getLogger("gateway.service")
-
-T = TypeVar("T")
 
 # A reload may not drop a product that received messages within this window.
 TRAFFIC_WINDOW_S = 600.0
@@ -165,21 +162,33 @@ class Gateway:
             self.sinks[region] = s
         return s
 
-    def _until_durable(self, sink: SpooledSink, n: int, op: Callable[[], T]) -> T:
+    def _until_durable(self, sink: SpooledSink, n: int, op: Callable[[], None]) -> None:
         """Retry `op` until the sink or its spool has it durably. Back-pressure, not loss:
         while both refuse, nothing is acknowledged and the broker's in-flight window fills.
         Each retry is an attempt the SpooledSink counts and logs (rate-limited)."""
         while True:
             try:
-                return op()
+                op()
+                return
             except SinkError:
                 if self._stop.wait(self.config.spool.retry_s):
                     self.events.records_failed(sink.name, sink.region, n)
                     raise
 
     def _commit(self, sink: SpooledSink, batch: Sequence[OutRecord]) -> None:
+        """`_until_durable` for records: a retry offers only what the sink has not
+        acknowledged yet (SinkError.delivered)."""
         t0 = time.monotonic()
-        spooled = self._until_durable(sink, len(batch), lambda: sink.write(batch))
+        rest = batch
+        while True:
+            try:
+                spooled = sink.write(rest)
+                break
+            except SinkError as exc:
+                rest = rest[exc.delivered :]
+                if self._stop.wait(self.config.spool.retry_s):
+                    self.events.records_failed(sink.name, sink.region, len(rest))
+                    raise
         if spooled:
             self.events.records_spooled(sink.name, sink.region, spooled)
         if spooled < len(batch):

@@ -25,8 +25,9 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.config import GatewayConfig, Routing
+from gateway.config import GatewayConfig, Routing, SinkSpec
 from gateway.service import Gateway
+from gateway.sinks.nats.config import NatsSinkConfig
 from gateway.sources.mqtt import Delivery, MqttSource
 from gateway.sources.mqtt.config import MqttSourceConfig
 from gateway.spool.config import SpoolConfig
@@ -348,18 +349,20 @@ def test_a_stopped_replica_keeps_its_share_until_its_session_expires(tmp_path: P
 
 
 def stream_ids(url: str, stream: str = "GATEWAY") -> list[int]:
-    """The `data.id` of every record in the stream, in stream order (duplicates kept)."""
+    """The `data.id` of every record in the stream, in stream order (duplicates kept),
+    read through an ephemeral pull consumer."""
 
     async def read() -> list[int]:
         nc = await nats.connect(url, connect_timeout=2, max_reconnect_attempts=0)
         try:
             js = nc.jetstream()
-            info = await js.stream_info(stream)
-            out = []
-            for seq in range(info.state.first_seq, info.state.last_seq + 1):
-                msg = await js.get_msg(stream, seq)
-                if msg.data:
-                    out.append(int(json.loads(msg.data)["data"]["id"]))
+            n = (await js.stream_info(stream)).state.messages
+            psub = await js.pull_subscribe("gateway.>", stream=stream)
+            out: list[int] = []
+            while len(out) < n:
+                for m in await psub.fetch(min(256, n - len(out)), timeout=5):
+                    await m.ack()  # the consumer stops at max_ack_pending otherwise
+                    out.append(int(json.loads(m.data)["data"]["id"]))
             return out
         finally:
             await nc.close()
@@ -735,3 +738,139 @@ def test_a_reload_that_would_drop_a_product_receiving_traffic_is_refused(
     finally:
         gw.stop()
         pub.close()
+
+
+def test_a_25_kb_s_nats_link_makes_steady_progress_without_duplicates(
+    tmp_path: Path, mosquitto: Mosquitto, nats_server: NatsServer
+) -> None:
+    """NATS behind a 25 KB/s link, with a 2 s timeout: a batch takes far longer than that
+    to go through, which must not make it fail. First the link is cut (records spool),
+    then it comes back slow: the spool drains and new records go straight through, with
+    progress every few seconds and not one duplicate in the stream."""
+    proxy = TcpProxy(nats_server.port, rate_bytes_s=25_000).start()
+    cfg = nats_config(tmp_path, mosquitto, nats_server)
+    nats = NatsSinkConfig(url=f"nats://127.0.0.1:{proxy.port}", timeout_s=2.0)
+    cfg = msgspec.structs.replace(
+        cfg, sinks=(SinkSpec(type="nats", nats=nats),), spool=SpoolConfig(retry_s=0.5)
+    )
+    pub = Publisher(mosquitto.port)
+    gw = Gateway(cfg)
+    gw.start()
+    try:
+        wait_for(gw.is_ready, what="gateway connected")
+        time.sleep(0.3)
+        proxy.block()
+        spooled = 300
+        for i in range(10_000, 10_000 + spooled):
+            pub.client.publish("miot/purifier/dev1/props", b'{"id":%d,"method":"props"}' % i, qos=1)
+        wait_for(
+            lambda: "de" in gw.sinks and gw.sinks["de"].spooled_records == spooled,
+            what="the first records spooled",
+        )
+        proxy.unblock()
+        live = 300
+        for i in range(20_000, 20_000 + live):
+            pub.client.publish("miot/purifier/dev1/props", b'{"id":%d,"method":"props"}' % i, qos=1)
+        n = spooled + live
+        counts: list[tuple[float, int]] = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            counts.append((time.monotonic(), _stream_count(nats_server.url)))
+            if counts[-1][1] >= n:
+                break
+            time.sleep(1.0)
+        assert counts[-1][1] == n, f"stalled: {counts[-10:]}"
+        # Steady: from the first record on, never 6 s without one more stored.
+        first = next(t for t, c in counts if c > 0)
+        stored = [(t, c) for t, c in counts if t >= first]
+        for (t0, c0), (t1, c1) in zip(stored, stored[6:], strict=False):
+            assert c1 > c0, f"no progress between {t0 - first:.0f} s and {t1 - first:.0f} s"
+        ids = stream_ids(nats_server.url)
+        assert len(ids) == len(set(ids)) == n  # not one duplicate
+        assert sorted(ids) == [*range(10_000, 10_000 + spooled), *range(20_000, 20_000 + live)]
+        print(
+            f"25 KB/s: {n} records in {counts[-1][0] - first:.0f} s, "
+            f"{metric(gw, 'gateway_sink_attempts_total', outcome='error'):.0f} failed attempts, "
+            f"{proxy.bytes_up} bytes up"
+        )
+    finally:
+        gw.stop()
+        pub.close()
+        proxy.stop()
+
+
+SHIPPED_BROKER = Path(__file__).resolve().parents[1] / "deploy" / "mosquitto" / "mosquitto.conf"
+QUEUE_OPTIONS = ("max_queued_messages", "max_queued_bytes", "max_inflight_messages")
+
+
+def shipped_queue_limits() -> list[str]:
+    """The queue settings of deploy/mosquitto/mosquitto.conf, as they stand."""
+    lines = [line.strip() for line in SHIPPED_BROKER.read_text().splitlines()]
+    limits = [line for line in lines if line.split(" ")[0] in QUEUE_OPTIONS]
+    assert len(limits) == len(QUEUE_OPTIONS), limits
+    return limits
+
+
+def spool_full_run(
+    tmp_path: Path, nats_server: NatsServer, broker_limits: list[str], n: int
+) -> dict[str, float]:
+    """NATS down and a spool with room for a few dozen records: the gateway stops
+    acknowledging, and the broker must hold the rest of n messages. Then NATS returns."""
+    broker = Mosquitto(tmp_path / "mosquitto", extra_config=[*broker_limits, "sys_interval 1"])
+    broker.start()
+    nats_server.stop()
+    cfg = nats_config(tmp_path, broker, nats_server)
+    cfg = msgspec.structs.replace(cfg, spool=SpoolConfig(retry_s=0.2, max_bytes=16 * 1024))
+    gw = Gateway(cfg)
+    gw.start()
+    try:
+        wait_for(gw.is_ready, what="gateway connected")
+        time.sleep(0.3)
+        pad = b"x" * 120
+        backlog(
+            broker.port,
+            "miot/purifier/dev1/props",
+            n,
+            lambda i: b'{"id":%d,"method":"props","note":"%s"}' % (i, pad),
+        )
+        wait_for(lambda: metric(gw, "gateway_sink_attempts_total", outcome="spool_full") > 0)
+        time.sleep(2.5)  # the broker's $SYS counters, twice
+        held = metric(gw, "gateway_broker_stored_messages")
+        dropped = metric(gw, "gateway_broker_messages_dropped_total")
+        nats_server.start()
+        wait_for(lambda: _stream_count(nats_server.url) >= n - dropped, timeout=180)
+        time.sleep(1.0)
+        ids = stream_ids(nats_server.url)
+        return {
+            "published": n,
+            "held_by_broker": held,
+            "dropped_by_broker": dropped,
+            "delivered": len(set(ids)),
+            "duplicates": len(ids) - len(set(ids)),
+            "lost": n - len(set(ids)),
+        }
+    finally:
+        gw.stop()
+        broker.stop()
+
+
+def test_spool_full_with_the_shipped_broker_config_loses_nothing(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    figures = spool_full_run(tmp_path, nats_server, shipped_queue_limits(), 20_000)
+    print("spool full, shipped broker limits:", figures)
+    assert figures["held_by_broker"] > 18_000  # the broker holds what was not acknowledged
+    assert figures["dropped_by_broker"] == 0
+    assert figures["lost"] == 0
+    assert figures["duplicates"] == 0
+
+
+def test_broker_drops_are_exported(tmp_path: Path, nats_server: NatsServer) -> None:
+    """With a count limit (the old shipped config had max_queued_messages 10000; here
+    1000 for a short test), the broker drops what does not fit while the gateway is
+    blocked: the gateway's metric shows exactly what was lost."""
+    limits = ["max_queued_messages 1000", "max_queued_bytes 0", "max_inflight_messages 100"]
+    figures = spool_full_run(tmp_path, nats_server, limits, 5_000)
+    print("spool full, max_queued_messages 1000:", figures)
+    assert figures["dropped_by_broker"] > 2_000
+    assert figures["lost"] == figures["dropped_by_broker"]

@@ -30,6 +30,7 @@ from gateway.sinks.mqtt import MqttSink, MqttSinkConfig
 from gateway.sinks.nats import NatsSink, NatsSinkConfig
 from gateway.sinks.spooled import SpooledSink
 from gateway.spool import Spool
+from tests.proxy import TcpProxy
 from tests.servers import Mosquitto, NatsServer, free_port
 
 pytestmark = pytest.mark.timeout(20)
@@ -522,3 +523,38 @@ def test_spooled_nats_sink_survives_server_restart(tmp_path: Path, nats_server: 
     assert stream_messages(nats_server.url) == 600
     msgs = fetch_all(nats_server.url, 600)
     assert [json.loads(m.data)["n"] for m in msgs] == list(range(600))
+
+
+def test_spooled_nats_sink_drain_commits_what_was_acknowledged(
+    tmp_path: Path, nats_server: NatsServer
+) -> None:
+    """The link dies in the middle of a drain batch: what JetStream acknowledged is
+    committed (the drain moves on), and the rest goes through once the link is back,
+    nothing twice."""
+    proxy = TcpProxy(nats_server.port, rate_bytes_s=20_000).start()
+    spool = Spool(tmp_path / "spool", KEY, max_bytes=1 << 24)
+    seen = Observed()
+    nats_sink = NatsSink(NatsSinkConfig(url=f"nats://127.0.0.1:{proxy.port}", timeout_s=1.0), "de")
+    sink = SpooledSink(nats_sink, spool, retry_s=60, observer=seen)  # drains when asked
+    try:
+        sink.open()
+        proxy.block()
+        assert sink.write(recs(0, 300)) == 300  # down: all spooled
+        proxy.unblock()
+        wait_until(lambda: nats_sink.connected, 10, "the sink reconnected")
+        threading.Timer(1.5, proxy.block).start()  # some 60 records into the batch
+        moved = sink.drain()
+        assert 0 < moved < 300
+        assert seen.drained == moved
+        assert sink.spooled_records == 300 - moved
+        assert stream_messages(nats_server.url) >= moved
+        proxy.unblock()
+        wait_until(lambda: nats_sink.connected, 10, "the sink reconnected")
+        assert sink.drain() == 300 - moved
+        assert sink.spooled_records == 0
+    finally:
+        sink.close()
+        proxy.stop()
+    assert stream_messages(nats_server.url) == 300  # once each
+    msgs = fetch_all(nats_server.url, 300)
+    assert [json.loads(m.data)["n"] for m in msgs] == list(range(300))  # in order

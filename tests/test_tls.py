@@ -308,6 +308,13 @@ def test_mutual_tls_gateway_forwards_and_is_ready(
     assert written(tmp_path) == [tmp_path / "sinks" / "de" / "records.jsonl"]
     assert http_status(gw, "/readyz") == 200
     assert connected_gauge(gw) == 1
+    # The shipped ACL lets `gateway` read the broker's $SYS counters (its -sys connection).
+    url = f"http://{gw.config.metrics_listen}/metrics"
+    wait_for(
+        lambda: b"gateway_broker_messages_dropped_total" in urllib.request.urlopen(url).read(),
+        timeout=15,
+        what="the broker's $SYS counters exported",
+    )
     # The broker saw the certificate's CN as the username; the ACL let `gateway` read.
     assert re.search(rf"as {re.escape(cfg.source.client_id)}-0 \(.*u'gateway'\)", broker.log())
     gateways.stop(gw)

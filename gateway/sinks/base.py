@@ -1,9 +1,10 @@
 """The sink contract: where accepted records go, one region per sink instance.
 
 Sinks are synchronous; the service calls them from a worker thread. ``write`` returns only
-once the whole batch is durable at the destination, otherwise it raises ``SinkError``.
-Delivery is at-least-once: after a ``SinkError`` some records of the batch may still have
-arrived, and the same batch will be offered again (``msg_id`` is the dedupe key).
+once the whole batch is durable at the destination, otherwise it raises ``SinkError``,
+whose ``delivered`` says how many records at the start of the batch were acknowledged:
+only the rest is offered again. Delivery is at-least-once: records after that prefix may
+still have arrived (``msg_id`` is the dedupe key).
 
 Error messages never carry record content (bodies, devices, ids): only field names,
 counts, sink names, regions and exception type names.
@@ -52,7 +53,15 @@ class ErasureRequest(msgspec.Struct, frozen=True, tag="erasure", tag_field="type
 
 
 class SinkError(Exception):
-    """The destination did not durably accept; the message never contains record content."""
+    """The destination did not durably accept; the message never contains record content.
+
+    ``delivered``: how many records at the start of the batch it did accept (acknowledged
+    in order), which need not be offered again. 0 when nothing is known to have arrived.
+    """
+
+    def __init__(self, message: str, delivered: int = 0) -> None:
+        super().__init__(message)
+        self.delivered = delivered
 
 
 class Sink(Protocol):

@@ -2,7 +2,10 @@
 
 ``write`` returns only once the batch is durable somewhere: at the destination, or in the
 spool, and says how many records went to the spool. It raises ``SinkError`` only when
-both refuse (sink down and spool full).
+both refuse (sink down and spool full), with ``delivered`` set to what the sink took.
+A sink that acknowledged part of a batch (``SinkError.delivered``) has that part done:
+only the rest is spooled, and the drain commits past it, so a slow sink makes progress
+instead of being offered the same records again.
 
 Every attempt on the real sink (direct writes, drain batches, erasures) and every batch
 the full spool refused is reported to the ``observer`` (outcome ``ok``, ``error``,
@@ -128,6 +131,7 @@ class SpooledSink:
         # the drain forever.
         check_batch(self.region, batch)
         with self._lock:
+            done = 0
             if self.spool.records == 0:
                 try:
                     self.sink.write(batch)
@@ -135,8 +139,13 @@ class SpooledSink:
                     return 0
                 except SinkError as exc:
                     self._failed(exc)
-            self._append(batch)
-            return len(batch)
+                    # What the sink acknowledged is done: only the rest is spooled.
+                    done = min(max(exc.delivered, 0), len(batch))
+            try:
+                self._append(batch[done:])
+            except SinkError as exc:
+                raise SinkError(str(exc), done) from exc
+            return len(batch) - done
 
     def erase(self, product: str, device: str, requested_at: float) -> None:
         with self._lock:
@@ -170,14 +179,21 @@ class SpooledSink:
                         self._deliver(run)
                     except SinkError as exc:
                         self._failed(exc)
+                        # The drain moves past what the sink acknowledged: a slow sink
+                        # is never offered the same head again.
+                        moved += self._commit(min(max(exc.delivered, 0), len(run)))
                         return moved
-                    with self._lock:
-                        self.spool.commit(len(run))
                     self._delivered()
-                    moved += len(run)
-                    if self._observer is not None:
-                        self._observer.spool_drained(self.name, self.region, len(run))
+                    moved += self._commit(len(run))
         return moved
+
+    def _commit(self, n: int) -> int:
+        if n:
+            with self._lock:
+                self.spool.commit(n)
+            if self._observer is not None:
+                self._observer.spool_drained(self.name, self.region, n)
+        return n
 
     # -- internals -------------------------------------------------------------------
 
@@ -207,13 +223,16 @@ class SpooledSink:
         if run[0].kind != ERASURE_KIND:
             self.sink.write(run)
             return
-        for marker in run:
+        for i, marker in enumerate(run):
             try:
                 req = msgspec.json.decode(marker.body, type=ErasureRequest)
             except msgspec.DecodeError:
                 # Only our own code writes markers, into an authenticated spool.
-                raise SinkError("spooled erasure request is undecodable") from None
-            self.sink.erase(req.product, req.device, req.requested_at)
+                raise SinkError("spooled erasure request is undecodable", i) from None
+            try:
+                self.sink.erase(req.product, req.device, req.requested_at)
+            except SinkError as exc:
+                raise SinkError(str(exc), i) from exc
 
     def _down(self, exc: BaseException) -> None:
         if self._sink_up:

@@ -129,9 +129,9 @@ class MqttSink:
 
     # -- internals (self._lock held) -------------------------------------------------
 
-    def _fail(self, what: str) -> SinkError:
+    def _fail(self, what: str, delivered: int = 0) -> SinkError:
         self._drop_conn()
-        return SinkError(f"mqtt sink {self.region}: {what}")
+        return SinkError(f"mqtt sink {self.region}: {what}", delivered)
 
     def _ensure_conn(self) -> _Conn:
         conn = self._conn
@@ -195,29 +195,43 @@ class MqttSink:
         qos = self.config.qos
         timeout = self.config.timeout_s
         outstanding: set[int] = set()
+        sent: list[int] = []  # mids in publish order: what a failure reports as delivered
         deadline = time.monotonic() + timeout
         for topic, body in msgs:
             if len(outstanding) >= self._window:
                 # Window full: wait until half of it is free, not for every single ack.
-                deadline = self._wait(conn, outstanding, self._window // 2, deadline, timeout)
+                deadline = self._wait(
+                    conn, outstanding, self._window // 2, deadline, timeout, sent=sent
+                )
             # No msg_id user property: the record's own `id` is the dedupe key, and a paho
             # Properties object per publish cost ~15% of the gateway's CPU (bench/RESULTS.md).
             try:
                 info = conn.client.publish(topic, body, qos=qos)
             except (ValueError, OSError) as exc:
-                raise self._fail(f"publish failed: {type(exc).__name__}") from None
+                what = f"publish failed: {type(exc).__name__}"
+                raise self._fail(what, _acked_prefix(sent, outstanding)) from None
             if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                raise self._fail(f"publish not accepted: {mqtt.error_string(info.rc)}")
+                what = f"publish not accepted: {mqtt.error_string(info.rc)}"
+                raise self._fail(what, _acked_prefix(sent, outstanding))
             outstanding.add(info.mid)
-        self._wait(conn, outstanding, 0, deadline, timeout)
+            sent.append(info.mid)
+        self._wait(conn, outstanding, 0, deadline, timeout, sent=sent)
 
     def _wait(
-        self, conn: _Conn, outstanding: set[int], at_most: int, deadline: float, timeout: float
+        self,
+        conn: _Conn,
+        outstanding: set[int],
+        at_most: int,
+        deadline: float,
+        timeout: float,
+        *,
+        sent: list[int],
     ) -> float:
         """Block until at most ``at_most`` publishes are unacknowledged.
 
         The deadline moves on with every ack: a long batch may take as long as it needs
-        while the broker makes progress; ``timeout`` bounds a stall.
+        while the broker makes progress; ``timeout`` bounds a stall. On failure the
+        SinkError counts the publishes acknowledged in order from the first.
         """
         with conn.cond:
             while True:
@@ -225,10 +239,10 @@ class MqttSink:
                     acked = [mid for mid in conn.acks if mid in outstanding]
                     for mid in acked:
                         rc = conn.acks.pop(mid)
-                        outstanding.discard(mid)
                         if rc.is_failure:
-                            failure = rc.getName()
+                            failure = rc.getName()  # mid stays outstanding: not delivered
                             break
+                        outstanding.discard(mid)
                     else:
                         failure = ""
                     if failure:
@@ -247,4 +261,12 @@ class MqttSink:
                 conn.wake_at = len(outstanding) - at_most
                 conn.cond.wait(remaining)
                 conn.wake_at = NOBODY_WAITS
-        raise self._fail(f"not acknowledged: {failure}")
+        raise self._fail(f"not acknowledged: {failure}", _acked_prefix(sent, outstanding))
+
+
+def _acked_prefix(sent: list[int], outstanding: set[int]) -> int:
+    """How many publishes, in order from the first, were acknowledged."""
+    n = 0
+    while n < len(sent) and sent[n] not in outstanding:
+        n += 1
+    return n

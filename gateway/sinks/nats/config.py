@@ -19,8 +19,11 @@ class NatsSinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     url: str  # e.g. "nats://127.0.0.1:4222" (tls:// for TLS)
     stream: str = "GATEWAY"
     subject_prefix: str = "gateway"
-    timeout_s: float = 10.0  # connect, stream setup, and each PubAck
+    # connect, stream setup, and the longest wait without any PubAck: a record's timeout
+    # runs from its sending or the last PubAck, never from the start of its batch
+    timeout_s: float = 10.0
     max_inflight: int = 1000  # publishes awaiting a PubAck at once
+    max_inflight_bytes: int = 256 * 1024  # payload bytes awaiting a PubAck at once
     duplicate_window_s: float = 120.0  # JetStream msg-id dedupe window (at least)
     name: str = ""  # connection name shown in server monitoring; "" = "gateway-sink-<region>"
     # Authentication: one of a credentials file (user JWT + nkey seed, e.g. from `nsc`), an
@@ -38,8 +41,8 @@ class NatsSinkConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             raise ValueError("creds, nkey and user are alternatives: set one")
         if self.password_env is not None and self.user is None:
             raise ValueError("password_env needs a user")
-        if self.max_inflight <= 0:
-            raise ValueError("max_inflight must be > 0")
+        if self.max_inflight <= 0 or self.max_inflight_bytes <= 0:
+            raise ValueError("max_inflight and max_inflight_bytes must be > 0")
         if self.duplicate_window_s <= 0:
             raise ValueError("duplicate_window_s must be > 0")
         if not self.stream or any(c in ". *>\t\r\n" for c in self.stream):

@@ -1,14 +1,21 @@
 """NATS JetStream sink: ``<prefix>.<region>.<product>.<kind>`` with ``Nats-Msg-Id`` dedupe.
 
 nats-py is asyncio-only while sinks are called from worker threads, so each sink runs a
-private event loop in a daemon thread and the sync methods bridge into it with
-``run_coroutine_threadsafe(...).result(timeout)``.
+private event loop in a daemon thread and the sync methods bridge into it.
 
 ``write`` returns once every PubAck arrived: JetStream acks only after the message is
-stored. Each message carries ``Nats-Msg-Id: <msg_id>``, so a batch re-offered after a
+stored. Each message carries ``Nats-Msg-Id: <msg_id>``, so a record re-offered after a
 ``SinkError`` (at-least-once) is deduplicated by the server within the duplicate window.
 While the connection is down nats-py reconnects in the background; ``write`` fails fast
 instead of letting publishes pile up in the client's reconnect buffer.
+
+Progress at any link speed: a record is published only when the window (``max_inflight``
+records, ``max_inflight_bytes``) has room, so it does not wait behind a whole batch in
+the client's buffers, and its timeout runs from when it was sent or from the last PubAck,
+whichever is later: a batch fails only when nothing was acknowledged for ``timeout_s``,
+never because a slow link takes longer than ``timeout_s`` for the whole batch. On failure
+``SinkError.delivered`` counts the records acknowledged in order from the start of the
+batch, so the caller offers only the rest again.
 """
 
 from __future__ import annotations
@@ -16,11 +23,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import hashlib
+import json
 import logging
 import math
 import os
 import ssl
 import threading
+import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
@@ -28,6 +37,8 @@ import nats
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
@@ -41,8 +52,46 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _MSG_ID = "Nats-Msg-Id"
+_EXPECTED_STREAM = "Nats-Expected-Stream"
+_STATUS = "Status"  # a status message instead of a PubAck: 503 = no stream for the subject
 # Slack for the thread bridge on top of the coroutine's own deadline.
 _BRIDGE_SLACK_S = 2.0
+
+
+class _Batch:
+    """The PubAcks of one batch as they arrive (event loop thread only)."""
+
+    def __init__(self, sizes: list[int], now: float) -> None:
+        self.sizes = sizes
+        self.results: list[str | None] = [None] * len(sizes)  # "" = stored, else the error
+        self.sent_at = [0.0] * len(sizes)
+        self.sent = 0  # records published so far
+        self.head = 0  # first record without a reply
+        self.open_records = 0  # published, no reply yet
+        self.open_bytes = 0
+        self.last_reply = now
+        self.changed = asyncio.Event()
+
+    def reply(self, i: int, error: str, now: float) -> None:
+        if self.results[i] is not None:
+            return
+        self.results[i] = error
+        self.open_records -= 1
+        self.open_bytes -= self.sizes[i]
+        self.last_reply = now
+        while self.head < self.sent and self.results[self.head] is not None:
+            self.head += 1
+        self.changed.set()
+
+    def delivered(self) -> int:
+        """Records stored, in order from the start of the batch."""
+        n = 0
+        while n < len(self.results) and self.results[n] == "":
+            n += 1
+        return n
+
+    def failed(self) -> str | None:
+        return next((r for r in self.results if r), None)
 
 
 class NatsSink:
@@ -60,6 +109,11 @@ class NatsSink:
         self._js: JetStreamContext | None = None
         self._stream_ready = False
         self._error_logged = False
+        self._replies: Subscription | None = None  # <inbox>.*: our PubAcks
+        self._reply_prefix = ""
+        self._waiting: dict[str, tuple[_Batch, int]] = {}  # reply subject -> record
+        self._reply_seq = 0
+        self._progress_at = 0.0  # monotonic: the last publish or PubAck (any thread reads)
 
     @property
     def connected(self) -> bool:
@@ -105,8 +159,7 @@ class NatsSink:
     def _publish(self, msgs: Sequence[tuple[str, bytes, str]]) -> None:
         with self._lock:
             self._ensure()
-            rounds = math.ceil(len(msgs) / self.config.max_inflight)
-            self._call(self._apublish(msgs), self.config.timeout_s * rounds)
+            self._call_while_progressing(self._apublish(msgs))
 
     def _ensure(self) -> None:
         """Start the loop thread, connect, and set up the stream, as far as not done yet."""
@@ -137,6 +190,26 @@ class NatsSink:
         except (TimeoutError, nats.errors.Error, OSError, ValueError) as exc:
             raise SinkError(f"nats sink {self.region}: {_describe(exc)}") from None
 
+    def _call_while_progressing(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Wait as long as PubAcks keep coming; the coroutine enforces the stall timeout
+        itself, this is the backstop should the loop thread stop answering."""
+        assert self._loop is not None
+        self._progress_at = time.monotonic()
+        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        stall = self.config.timeout_s + _BRIDGE_SLACK_S
+        while True:
+            try:
+                fut.result(stall)
+                return
+            except concurrent.futures.TimeoutError:
+                if time.monotonic() - self._progress_at > stall:
+                    fut.cancel()
+                    raise SinkError(f"nats sink {self.region}: timed out") from None
+            except SinkError:
+                raise
+            except (TimeoutError, nats.errors.Error, OSError, ValueError) as exc:
+                raise SinkError(f"nats sink {self.region}: {_describe(exc)}") from None
+
     # -- coroutines (run on the private loop) ----------------------------------------
 
     async def _aconnect(self) -> None:
@@ -165,6 +238,10 @@ class NatsSink:
                 raise
             self._nc = nc
             self._js = nc.jetstream(timeout=cfg.timeout_s)
+            # One wildcard subscription for the PubAcks of every publish on this
+            # connection (nats-py renews it after a reconnect).
+            self._reply_prefix = nc.new_inbox()
+            self._replies = await nc.subscribe(f"{self._reply_prefix}.*", cb=self._on_reply)
         if not self._stream_ready:
             await self._ensure_stream()
             self._stream_ready = True
@@ -201,33 +278,93 @@ class NatsSink:
             await self._js.update_stream(current.evolve(**changes))
 
     async def _apublish(self, msgs: Sequence[tuple[str, bytes, str]]) -> None:
-        nc, js = self._nc, self._js
-        if nc is None or js is None or not nc.is_connected:
+        nc = self._nc
+        if nc is None or not nc.is_connected:
             # Fail fast: publishing now would only fill the reconnect buffer and time out.
             raise SinkError(f"nats sink {self.region}: not connected")
-        window = asyncio.Semaphore(self.config.max_inflight)
-        stream = self.config.stream
-        timeout = self.config.timeout_s
-
-        async def one(subject: str, body: bytes, msg_id: str) -> None:
-            async with window:
-                # stream= adds Nats-Expected-Stream: a subject captured by some other
-                # stream is refused instead of silently landing there.
-                await js.publish(
-                    subject, body, timeout=timeout, stream=stream, headers={_MSG_ID: msg_id}
-                )
-
-        results = await asyncio.gather(*(one(*m) for m in msgs), return_exceptions=True)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        if errors:
+        cfg = self.config
+        loop = asyncio.get_running_loop()
+        batch = _Batch([len(body) for _, body, _ in msgs], loop.time())
+        replies: list[str] = []
+        headers = {_EXPECTED_STREAM: cfg.stream}  # a subject another stream captures fails
+        try:
+            for i, (subject, body, msg_id) in enumerate(msgs):
+                # Into the window only when there is room: the timeout of a record runs
+                # from its sending, not from the start of its batch.
+                while (
+                    batch.failed() is None
+                    and batch.open_records
+                    and (
+                        batch.open_records >= cfg.max_inflight
+                        or batch.open_bytes + len(body) > cfg.max_inflight_bytes
+                    )
+                ):
+                    await self._progress(batch)
+                if batch.failed() is not None:
+                    break
+                if not nc.is_connected:
+                    raise SinkError(f"nats sink {self.region}: connection lost")
+                self._reply_seq += 1
+                reply = f"{self._reply_prefix}.{self._reply_seq}"
+                self._waiting[reply] = (batch, i)
+                replies.append(reply)
+                await nc.publish(subject, body, reply=reply, headers={**headers, _MSG_ID: msg_id})
+                batch.sent_at[i] = loop.time()
+                batch.sent = i + 1
+                batch.open_records += 1
+                batch.open_bytes += len(body)
+                self._progress_at = time.monotonic()
+            while batch.open_records:
+                await self._progress(batch)
+        except SinkError as exc:
+            raise SinkError(str(exc), batch.delivered()) from None
+        except (nats.errors.Error, OSError) as exc:
             raise SinkError(
-                f"nats sink {self.region}: {len(errors)} of {len(msgs)} not acknowledged "
-                f"({_describe(errors[0])})"
+                f"nats sink {self.region}: {_describe(exc)}", batch.delivered()
+            ) from None
+        finally:
+            for reply in replies:
+                self._waiting.pop(reply, None)
+        error = batch.failed()
+        if error is not None or batch.sent < len(msgs):
+            raise SinkError(
+                f"nats sink {self.region}: {len(msgs) - batch.delivered()} of {len(msgs)} "
+                f"not acknowledged ({error})",
+                batch.delivered(),
             )
+
+    async def _progress(self, batch: _Batch) -> None:
+        """Wait for the next PubAck; SinkError once none came for timeout_s since the
+        oldest waiting record was sent or the last PubAck arrived."""
+        loop = asyncio.get_running_loop()
+        batch.changed.clear()
+        since = max(batch.sent_at[batch.head], batch.last_reply)
+        left = since + self.config.timeout_s - loop.time()
+        if left > 0:
+            try:
+                await asyncio.wait_for(batch.changed.wait(), left)
+                return
+            except TimeoutError:
+                pass
+        if batch.changed.is_set():
+            return
+        raise SinkError(
+            f"nats sink {self.region}: no PubAck for {self.config.timeout_s:g} s "
+            f"({batch.open_records} waiting)"
+        )
+
+    async def _on_reply(self, msg: Msg) -> None:
+        entry = self._waiting.pop(msg.subject, None)
+        if entry is None:
+            return  # the PubAck of a batch that was given up on
+        batch, i = entry
+        self._progress_at = time.monotonic()
+        batch.reply(i, _pub_ack_error(msg), asyncio.get_running_loop().time())
 
     async def _aclose(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
         self._stream_ready = False
+        self._replies = None
         if nc is not None:
             await _close_quietly(nc)
 
@@ -278,6 +415,25 @@ async def _close_quietly(nc: NatsClient) -> None:
         await nc.close()
     except Exception:  # closing a half-open client; nothing left to save
         log.debug("nats sink: close of a broken connection failed")
+
+
+def _pub_ack_error(msg: Msg) -> str:
+    """ "" for a PubAck that says stored (or duplicate), else what went wrong (codes only)."""
+    status = (msg.headers or {}).get(_STATUS)
+    if status:
+        return f"status {status}"  # 503: no stream takes the subject
+    try:
+        ack = json.loads(msg.data)
+    except ValueError:
+        return "unreadable PubAck"
+    if not isinstance(ack, dict):
+        return "unreadable PubAck"
+    err = ack.get("error")
+    if not err:
+        return ""
+    if not isinstance(err, dict):
+        return "JetStream error"
+    return f"JetStream error code={err.get('code')} err_code={err.get('err_code')}"
 
 
 def _describe(exc: BaseException) -> str:

@@ -104,13 +104,31 @@ class MqttSource:
         self._on_connection = on_connection
         self._on_broker_stat = on_broker_stat
         self.client_id = f"{config.client_id or 'privacy-gateway-' + socket.gethostname()}-{worker}"
-        self._client = mqtt.Client(
+        self._client = c = self._new_client(self.client_id, manual_ack=True)
+        c.on_connect = self._connected
+        c.on_disconnect = self._disconnected
+        c.on_message = self._message
+        # An external loop: paho tells us when it has something to write (an ack queued by
+        # the worker thread) instead of writing from that thread itself.
+        c.on_socket_register_write = lambda _c, _u, _s: self._wake()
+        # The broker's $SYS counters come over a connection of their own (QoS 0, no
+        # session): the data connection stops reading while its window is full, which is
+        # exactly when the broker's queue and drop counts matter.
+        self._stats: mqtt.Client | None = None
+        if on_broker_stat is not None:
+            self._stats = self._new_client(f"{self.client_id}-sys", manual_ack=False)
+            self._stats.on_connect = self._stats_connected
+            self._stats.on_message = self._stats_message
+            self._stats.reconnect_delay_set(1, 30)
+
+    def _new_client(self, client_id: str, manual_ack: bool) -> mqtt.Client:
+        config = self.config
+        c = mqtt.Client(
             CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
+            client_id=client_id,
             protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=True,
+            manual_ack=manual_ack,
         )
-        c = self._client
         if config.username is not None:
             password = os.environ.get(config.password_env) if config.password_env else None
             c.username_pw_set(config.username, password)
@@ -122,12 +140,7 @@ class MqttSource:
                 cert_reqs=ssl.CERT_REQUIRED,
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
-        c.on_connect = self._connected
-        c.on_disconnect = self._disconnected
-        c.on_message = self._message
-        # An external loop: paho tells us when it has something to write (an ack queued by
-        # the worker thread) instead of writing from that thread itself.
-        c.on_socket_register_write = lambda _c, _u, _s: self._wake()
+        return c
 
     # Filters: the data kinds (through the shared group only when replicas split the load),
     # consent never shared (every worker must know every device's consent).
@@ -160,6 +173,11 @@ class MqttSource:
             target=self._run, name=f"paho-mqtt-client-{self.client_id}", daemon=True
         )
         self._thread.start()
+        if self._stats is not None:
+            self._stats.connect_async(
+                self.config.host, self.config.port, self.config.keepalive_s, clean_start=True
+            )
+            self._stats.loop_start()
 
     def stop(self) -> None:
         """Disconnect (the session stays with the broker) and end the network thread."""
@@ -174,6 +192,9 @@ class MqttSource:
             sock.close()
         self._wake_r.close()
         self._wake_w.close()
+        if self._stats is not None:
+            self._stats.disconnect()
+            self._stats.loop_stop()
 
     def ack(self, d: Delivery) -> None:
         self.ack_all((d,))
@@ -291,7 +312,6 @@ class MqttSource:
         # not restored by mosquitto 2.0 after a broker restart.
         subs = [(self.consent_filter(), SubscribeOptions(qos=1))]
         subs += [(f, SubscribeOptions(qos=1)) for f in self.data_filters()]
-        subs += [(t, SubscribeOptions(qos=0)) for t in BROKER_STATS]
         client.subscribe(subs)
         if flags.session_present:
             # A session that was in the other mode would receive every message twice.
@@ -315,11 +335,24 @@ class MqttSource:
             self._on_connection(False, f"{what}: {reason}")
 
     def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        stat = BROKER_STATS.get(msg.topic)
-        if stat is not None:
-            if self._on_broker_stat is not None:
-                with contextlib.suppress(ValueError):
-                    self._on_broker_stat(stat, float(msg.payload))
-            return
         self._received += 1
         self.queue.put(Delivery(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+
+    # -- the $SYS connection (paho's own thread) -------------------------------------------
+
+    def _stats_connected(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason: ReasonCode,
+        props: Properties | None,
+    ) -> None:
+        if not reason.is_failure:
+            client.subscribe([(t, SubscribeOptions(qos=0)) for t in BROKER_STATS])
+
+    def _stats_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        stat = BROKER_STATS.get(msg.topic)
+        if stat is not None and self._on_broker_stat is not None:
+            with contextlib.suppress(ValueError):
+                self._on_broker_stat(stat, float(msg.payload))
