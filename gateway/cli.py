@@ -184,8 +184,30 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.service import run_from_config
 
     return run_from_config(
-        args.config, workers=args.workers, shadow=args.shadow, worker_index=args.worker_index
+        args.config,
+        workers=args.workers,
+        shadow=args.shadow,
+        worker_index=args.worker_index,
+        new_key=args.new_key,
     )
+
+
+def cmd_held(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.held import tool
+    from gateway.keys import load_master
+
+    config = load_config(args.config)
+    keys = KeyRing(load_master(Path(config.state_dir), config.keys, create=False))
+    try:
+        if args.action == "list":
+            return tool.held_list(config, keys)
+        if args.action == "purge":
+            return tool.held_purge(config, keys, args.product)
+        return tool.held_replay(config, keys)
+    except tool.HeldToolError as exc:
+        print(f"gateway held: {exc}", file=sys.stderr)
+        return 2
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -291,8 +313,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--shadow", action="store_true", help="enforce and count, forward nothing (for rollout)"
     )
+    p.add_argument(
+        "--new-key",
+        action="store_true",
+        help="accept a master key other than the one the state dir was made with (pseudonyms "
+        "change; spools and held records under the old key are set aside)",
+    )
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
+
+    p = _command(
+        sub,
+        "held",
+        help="records held because no sink may receive them: list (counts per product, region "
+        "and kind), replay to sinks configured since, purge; run while the gateway is stopped",
+    )
+    p.add_argument("action", choices=("list", "replay", "purge"))
+    p.add_argument("--config", type=Path, help="gateway.toml (default: embedded defaults)")
+    p.add_argument("--product", help="purge: only this product's records")
+    p.set_defaults(func=cmd_held)
 
     p = _command(
         sub,

@@ -8,7 +8,7 @@ of the published privacy policy it rests on. Everything not declared is dropped.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -59,6 +59,7 @@ COARSEN_ONLY: frozenset[str] = frozenset({"network.ip", "network.gateway", "loca
 _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\])?)*$")
 _TOGGLE = re.compile(r"^[a-z][a-z0-9_]*$")
 REGIONS: frozenset[str] = frozenset({"cn", "us", "sg", "fr", "de", "in", "ru"})
+Days = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class Field(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -84,6 +85,8 @@ class KindRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     fields: tuple[Field, ...] = ()
     # Allowed values of `method` for commands; empty means any declared method field.
     methods: tuple[str, ...] = ()
+    # Days the gateway keeps what it stores of this kind; None = the product's.
+    retention_days: Days | None = None
 
 
 class Region(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -109,6 +112,14 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     toggles: tuple[Toggle, ...] = ()
     # Withdrawal of consent stops all forwarding for the device; cite where the policy says so.
     withdrawal_cite: str = ""
+    # Days the gateway keeps what it stores itself (file sink, held, spool); None = the
+    # deployment's [retention] default_days.
+    retention_days: Days | None = None
+
+    def retention(self, kind: str) -> int | None:
+        rule = self.kinds.get(kind)  # type: ignore[call-overload]
+        days = rule.retention_days if rule is not None else None
+        return days if days is not None else self.retention_days
 
 
 def path_ok(path: str) -> bool:
