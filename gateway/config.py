@@ -20,7 +20,10 @@ from gateway.config_file import (
     toml_error_line,
 )
 from gateway.decode.limits import Limits
+from gateway.held.config import HeldConfig
+from gateway.keys import KeysConfig
 from gateway.policy.model import REGIONS
+from gateway.retention import RetentionConfig
 from gateway.sinks.file.config import FileSinkConfig
 from gateway.sinks.mqtt.config import MqttSinkConfig
 from gateway.sinks.nats.config import NatsSinkConfig
@@ -84,6 +87,9 @@ class GatewayConfig(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     routing: Routing = Routing()
     limits: Limits = Limits()
     spool: SpoolConfig = SpoolConfig()
+    held: HeldConfig = HeldConfig()
+    keys: KeysConfig = KeysConfig()
+    retention: RetentionConfig = RetentionConfig()
     processing: Processing = Processing()
     sinks: tuple[SinkSpec, ...] = (
         SinkSpec(type="file", file=FileSinkConfig(dir="var/gateway/sinks")),

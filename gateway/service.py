@@ -24,11 +24,17 @@ from types import FrameType
 
 from gateway import signals
 from gateway.config import ConfigError, GatewayConfig, SinkSpec, StartupError, load_config
-from gateway.consent.state import ConsentError, ConsentStore, parse_consent
+from gateway.consent.feed import ConsentFeed
+from gateway.consent.stage import ConsentStage, Stopping
+from gateway.consent.store import ConsentStore
 from gateway.engine import Engine
 from gateway.envelope import Held, Record, encode
-from gateway.internal_events import UNKNOWN, Events
+from gateway.held import HeldStore
+from gateway.internal_events import Events
+from gateway.keys import load_master
 from gateway.policy.loader import DEFAULT_DIR, PolicyError, load_dir
+from gateway.policy.model import REGIONS
+from gateway.retention import expired
 from gateway.route.router import Router, load_registry
 from gateway.route.topics import TopicScheme
 from gateway.sinks.base import OutRecord, Sink, SinkError
@@ -37,14 +43,10 @@ from gateway.sinks.file.sink import FileSink
 from gateway.sinks.spooled import SpooledSink
 from gateway.sources.mqtt.source import Delivery, MqttSource
 from gateway.spool import DAMAGE_KINDS, Spool
+from gateway.spool.spool import SpoolError
 from gateway.telemetry_http import serve_http
 from gateway.transforms.aggregate import Aggregator, encode_stats
-from gateway.transforms.pseudonymize import (
-    MASTER_KEY_ENV,
-    KeyError_,
-    KeyRing,
-    load_or_create_master,
-)
+from gateway.transforms.pseudonymize import KeyRing
 from gateway.validate import preflight
 
 log = logging.getLogger("gateway.service")
@@ -54,18 +56,14 @@ TRAFFIC_WINDOW_S = 600.0
 TRAFFIC_SNAPSHOT_S = 30.0
 
 
-def _master_key(path: Path) -> bytes:
+def _master_key(state: Path, config: GatewayConfig, new_key: bool) -> bytes:
     try:
-        return load_or_create_master(path)
-    except KeyError_ as exc:
-        # Say where the bad key came from: the environment wins over the file.
-        where = f"${MASTER_KEY_ENV}" if os.environ.get(MASTER_KEY_ENV) else str(path)
-        raise KeyError_(f"{where}: {exc}") from None
+        return load_master(state, config.keys, new_key=new_key)
     except OSError as exc:
-        raise StartupError(f"state_dir: {path}: {exc.strerror}") from None
+        raise StartupError(f"state_dir: {state}: {exc.strerror}") from None
 
 
-def _make_sink(spec: SinkSpec, region: str, worker: int | None) -> Sink:
+def make_sink(spec: SinkSpec, region: str, worker: int | None) -> Sink:
     if spec.type == "file" and spec.file is not None:
         if worker is None:
             return FileSink(spec.file, region)
@@ -92,6 +90,7 @@ class Gateway:
         shadow: bool | None = None,
         *,
         one_of_many: bool = False,
+        new_key: bool = False,
     ) -> None:
         self.config = config
         self.worker = worker
@@ -99,14 +98,18 @@ class Gateway:
         self.shadow = config.shadow if shadow is None else shadow
         state = Path(config.state_dir)
         self.state = state / f"worker-{worker}"
+        self.events = Events()
+        # Before anything is created: state without a key is how a lost key is recognised.
+        master = _master_key(state, config, new_key)
         try:
             self.state.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise StartupError(f"state_dir: {self.state}: {exc.strerror}") from None
-        self.events = Events()
-        self.keys = KeyRing(_master_key(state / "master.key"))
+        self.keys = KeyRing(master, config.keys.epoch)
+        # Records of earlier epochs carry other pseudonyms: erasure covers those too.
+        self._old_keys = [KeyRing(master, e) for e in range(1, config.keys.epoch)]
         self.policy_dir = Path(config.policies) if config.policies else DEFAULT_DIR
-        self.consent = ConsentStore(self.state / "consent.json")
+        self.consent = ConsentStore(self.state / "consent.db", self.keys.derive("consent-store"))
         registry = load_registry(Path(config.routing.registry)) if config.routing.registry else None
         self.stats = Aggregator(self.keys.derive("aggregate"), self.state / "aggregate.log")
         self.engine = Engine(
@@ -129,12 +132,24 @@ class Gateway:
         )
         self.events.watch_inflight(lambda: self.source.unacked, config.source.receive_maximum)
         self.events.watch_spools(self._spool_depths)
+        self.feed = ConsentFeed(config.source, worker)
+        self._stop = threading.Event()
+        self.consent_stage = ConsentStage(
+            self.feed,
+            self.consent,
+            policies=self,
+            topics=self.engine.topics,
+            events=self.events,
+            erase=self._erase,
+            stop=self._stop,
+            retry_s=config.spool.retry_s,
+        )
         self.sinks: dict[str, SpooledSink] = {}
-        # <state>/worker-N/held/records.jsonl: enforced records no region may receive.
-        self.held: Sink = FileSink(FileSinkConfig(dir=str(self.state)), "held")
+        # Enforced records no sink may receive (yet): encrypted, bounded, erasable.
+        self.held = HeldStore(self.state / "held", self.keys.derive("held"), config.held.max_bytes)
         self._reload = threading.Event()
         self._traffic: deque[tuple[float, dict[str, int]]] = deque([(time.monotonic(), {})])
-        self._stop = threading.Event()
+        self._next_expiry = 0.0  # monotonic; the first check runs at start
         self._stopped = False
         self.worker_thread: threading.Thread | None = None
         self._http: Callable[[], None] | None = None
@@ -156,7 +171,7 @@ class Gateway:
                 self.config.spool.segment_bytes,
                 on_damage=functools.partial(self.events.spool_damage, spec.type, region),
             )
-            sink = _make_sink(spec, region, self.worker if self.one_of_many else None)
+            sink = make_sink(spec, region, self.worker if self.one_of_many else None)
             s = SpooledSink(sink, spool, self.config.spool.retry_s, observer=self.events)
             s.open()
             self.sinks[region] = s
@@ -220,32 +235,71 @@ class Gateway:
                 break
         return batch
 
-    def _consent(self, d: Delivery, product: str, device: str) -> None:
+    def toggles(self, product: str) -> frozenset[str] | None:
         p = self.engine.products.get(product)
-        if p is None:
-            self.events.message_rejected(UNKNOWN, "consent", "unknown_product", None)
-            return
-        toggles = frozenset(t.name for t in p.loaded.policy.toggles)
+        return None if p is None else frozenset(t.name for t in p.loaded.policy.toggles)
+
+    def _erase(self, devices: list[tuple[str, str]], requested: float) -> None:
+        """Everything of these devices' pseudonyms (every key epoch) this worker owns, one
+        pass per store; remote sinks from worker 0 only (every worker sees every
+        withdrawal)."""
+        by_region: dict[str, list[tuple[str, str]]] = defaultdict(list)
+        pseudonyms: set[str] = set()
+        for product, device in devices:
+            p = self.engine.products.get(product)
+            if p is None:
+                continue
+            keys = [p.pseudo, *(old.for_product(product) for old in self._old_keys)]
+            for ps in keys:
+                pseudonym = ps.pseudonym("device.id", device)
+                pseudonyms.add(pseudonym)
+                for region in p.regions:
+                    by_region[region].append((product, pseudonym))
+        self.events.records_erased("held", "-", self.held.erase(pseudonyms))
+        for region, pairs in sorted(by_region.items()):
+            sink = self.sink(region)
+            if sink is None:
+                continue
+            send = self.worker == 0 or not sink.sink.remote
+            spooled, at_sink = sink.erase_many(pairs, requested, send=send)
+            self.events.records_erased("spool", region, spooled)
+            self.events.records_erased(sink.name, region, at_sink)
+            if send:
+                self.events.erasure_sent(sink.name, region, len(pairs))
+
+    # -- retention --------------------------------------------------------------------------
+
+    def retention_days(self, product: str, kind: str) -> int | None:
+        p = self.engine.products.get(product)
+        days = p.loaded.policy.retention(kind) if p is not None else None
+        return days if days is not None else (self.config.retention.default_days or None)
+
+    def expire(self, now: float | None = None) -> None:
+        """Remove what the gateway stores itself once older than its retention."""
+        now = time.time() if now is None else now
+        old = expired(self.retention_days, now)
         try:
-            state = parse_consent(d.payload, toggles)
-        except ConsentError:
-            self.events.message_rejected(product, "consent", "invalid_consent", None)
-            return
-        prev = self.consent.get(product, device)
-        if state.withdrawn and not (prev and prev.withdrawn):
-            self.events.consent_withdrawn(product)
-            if self.worker == 0:  # every worker sees consent; one sends the erasure
-                # Erasure before the state is stored: a crash in between redelivers the
-                # withdrawal, which then still finds the device not yet withdrawn.
-                pseudonym = p.pseudo.pseudonym("device.id", device)
-                requested = time.time()
-                for region in sorted(p.regions):
-                    sink = self.sink(region)
-                    if sink is not None:
-                        erase = functools.partial(sink.erase, product, pseudonym, requested)
-                        self._until_durable(sink, 1, erase)
-                        self.events.erasure_sent(sink.name, region)
-        self.consent.set(product, device, state)
+            self.events.records_expired("held", "-", self.held.drop(old))
+            for region, s in sorted(self.sinks.items()):
+                self.events.records_expired("spool", region, s.drop_where(old))
+                if isinstance(s.sink, FileSink):
+                    self.events.records_expired(
+                        "file", region, s.sink.expire(now, self.retention_days)
+                    )
+        except (SinkError, SpoolError) as exc:  # tried again at the next check
+            self.events.expiry_failed(type(exc).__name__)
+
+    def _open_file_sinks(self) -> None:
+        """File sinks written by an earlier run expire even before their region has traffic."""
+        for region in sorted(REGIONS):
+            spec = self.config.sink_for(region)
+            if spec is None or spec.file is None or region in self.sinks:
+                continue
+            root = Path(spec.file.dir)
+            if self.one_of_many:
+                root = root / f"worker-{self.worker}"
+            if (root / region).is_dir():
+                self.sink(region)
 
     def process(self, batch: list[Delivery]) -> None:
         by_region: dict[str, list[OutRecord]] = defaultdict(list)
@@ -254,32 +308,39 @@ class Gateway:
         for d in batch:
             parsed = self.engine.topics.parse(d.topic)
             if parsed is not None and parsed.kind == "consent":
-                self._consent(d, parsed.product, parsed.device)
-                continue
+                continue  # from a session of an older version: the consent feed has it
             out = self.engine.process(d.topic, d.payload, now)
             if isinstance(out, Record):
                 if self.shadow:
                     self.events.message_outcome(out.product, out.kind, "shadowed")
                     continue
                 by_region[out.region].append(
-                    OutRecord(out.id, out.product, out.kind, out.region, encode(out))
+                    OutRecord(out.id, out.product, out.kind, out.region, encode(out), out.device)
                 )
             elif isinstance(out, Held):
                 rec = out.record
-                if not self.shadow:
-                    held.append(OutRecord(rec.id, rec.product, rec.kind, "held", encode(rec)))
+                if not self.engine.products[rec.product].regions:
+                    # A policy that names no region: no sink may ever receive it, so it is
+                    # not kept either.
+                    self.events.held_dropped(rec.product, rec.kind)
+                elif not self.shadow:
+                    held.append(
+                        OutRecord(
+                            rec.id, rec.product, rec.kind, rec.region, encode(rec), rec.device
+                        )
+                    )
         for region, records in by_region.items():
             sink = self.sink(region)
             if sink is None:  # no sink configured for a region the policy allows: hold
                 for r in records:
-                    held.append(OutRecord(r.msg_id, r.product, r.kind, "held", r.body))
+                    held.append(r)
                     self.events.message_outcome(r.product, r.kind, "held")
                 continue
             self._commit(sink, records)
             for r in records:
                 self.events.record_forwarded(r.product, r.kind, region)
         if held:
-            self.held.write(held)
+            self._hold(held)
         self.stats.sync()  # what the batch added to open statistics windows, before its acks
         self.source.ack_all(batch)
 
@@ -297,12 +358,35 @@ class Gateway:
                 self.events.stats_emitted(s.product, s.region, sink is not None)
         self.stats.emitted(due)
 
+    def _hold(self, records: list[OutRecord]) -> None:
+        """Like a sink commit: a full disk waits and retries, it never ends the worker."""
+        while True:
+            try:
+                self.held.write(records)
+                self.events.held_depth(self.held.records, self.held.disk_bytes)
+                return
+            except SpoolError as exc:  # full (bound or disk): nothing acknowledged meanwhile
+                self.events.held_write_failed(type(exc).__name__)
+                if self._stop.wait(self.config.spool.retry_s):
+                    raise SinkError("stopping while the held store refuses") from None
+
     def _loop(self) -> None:
         while not self._stop.is_set():
             self._note_traffic()
             if self._reload.is_set():
                 self._reload.clear()
                 self.reload()
+            try:
+                self.consent_stage.step()
+            except Stopping:
+                return
+            if time.monotonic() >= self._next_expiry:
+                self._next_expiry = time.monotonic() + self.config.retention.check_interval_s
+                self.expire()
+            if not self.consent_stage.synced:
+                # Consent unknown where it could be withdrawn: no data until it is known.
+                self._stop.wait(0.02)
+                continue
             batch = self._take()
             try:
                 self.emit_stats()
@@ -376,7 +460,6 @@ class Gateway:
             self._http = serve_http(host, int(port) + self.worker, self)
         except OSError as exc:
             raise StartupError(f"metrics_listen: {listen}: {exc.strerror}") from None
-        self.held.open()
         # Records spooled by an earlier run drain now, not when the region next gets traffic.
         spools = self.state / "spool"
         if spools.is_dir():
@@ -385,6 +468,7 @@ class Gateway:
                 spec = self.config.sink_for(region)
                 if spec is not None and spec.type == kind:
                     self.sink(region)
+        self.feed.start()
         self.source.start()
         self.worker_thread = threading.Thread(target=self._loop, name="gateway-worker")
         self.worker_thread.start()
@@ -393,7 +477,7 @@ class Gateway:
         return self.worker_thread is not None and self.worker_thread.is_alive()
 
     def is_ready(self) -> bool:
-        return self.healthy() and self.source.connected.is_set()
+        return self.healthy() and self.source.connected.is_set() and self.consent_stage.synced
 
     def request_reload(self) -> None:
         self._reload.set()
@@ -406,6 +490,8 @@ class Gateway:
         if self.worker_thread is not None:
             self.worker_thread.join(timeout=30)
         self.source.stop()
+        self.feed.stop()
+        self.consent.close()
         for s in self.sinks.values():
             s.close()
         self.held.close()
@@ -413,10 +499,12 @@ class Gateway:
             self._http()
 
 
-def run_worker(config: GatewayConfig, worker: int, shadow: bool, one_of_many: bool) -> int:
+def run_worker(
+    config: GatewayConfig, worker: int, shadow: bool, one_of_many: bool, new_key: bool = False
+) -> int:
     # Normally installed by the entry point already, before any heavy import.
     signals.install()
-    gw = Gateway(config, worker, shadow, one_of_many=one_of_many)
+    gw = Gateway(config, worker, shadow, one_of_many=one_of_many, new_key=new_key)
     gw.start()
     log.info(
         "gateway worker %d running%s: %d policies, metrics on %s (+%d)",
@@ -439,7 +527,11 @@ def run_worker(config: GatewayConfig, worker: int, shadow: bool, one_of_many: bo
 
 
 def run_from_config(
-    path: Path | None, workers: int | None, shadow: bool, worker_index: int | None = None
+    path: Path | None,
+    workers: int | None,
+    shadow: bool,
+    worker_index: int | None = None,
+    new_key: bool = False,
 ) -> int:
     config = load_config(path)
     problems = [p for p in preflight(config, path) if p.level == "error"]
@@ -455,9 +547,11 @@ def run_from_config(
             "under [source] (see gateway/sources/mqtt/README.md, broker restarts)"
         )
     if worker_index is not None or n == 1:
-        return run_worker(config, worker_index or 0, shadow, one_of_many=worker_index is not None)
-    # Several processes, one per core: each joins the same shared subscription group.
-    _master_key(Path(config.state_dir) / "master.key")
+        one_of_many = worker_index is not None
+        return run_worker(config, worker_index or 0, shadow, one_of_many, new_key)
+    # Several processes, one per core: each joins the same shared subscription group. The
+    # key is checked (and --new-key applied) once, here, before any of them starts.
+    _master_key(Path(config.state_dir), config, new_key)
     cmd = [sys.executable, "-m", "gateway", "run"]
     if path is not None:
         cmd += ["--config", str(path)]

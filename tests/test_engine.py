@@ -14,7 +14,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from gateway.consent.state import ConsentState, ConsentStore
+from gateway.consent.state import ConsentState
+from gateway.consent.store import ConsentStore
 from gateway.engine import Engine
 from gateway.envelope import Held, Outcome, Record, Rejection, encode
 from gateway.internal_events import OTHER, UNKNOWN

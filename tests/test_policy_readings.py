@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from gateway.consent.state import ConsentState, ConsentStore
+from gateway.consent.state import ConsentState
+from gateway.consent.store import ConsentStore
 from gateway.engine import Engine
 from gateway.envelope import Held, Record, Rejection
 from gateway.policy.loader import DEFAULT_DIR, load_dir

@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import generate_latest
 
-from gateway.consent.state import ConsentState, ConsentStore
+from gateway.consent.state import ConsentState
+from gateway.consent.store import ConsentStore
 from gateway.decode.plan import Leaf, Node, Plan
 from gateway.engine import Engine
 from gateway.envelope import Held, Outcome, Record, Rejection, encode

@@ -40,8 +40,9 @@ MARKER = "PLAINTEXT-MARKER-51d0"
 
 
 def rec(i: int, region: str = "de", kind: str = "event") -> OutRecord:
-    body = json.dumps({"n": i, "note": MARKER}, separators=(",", ":")).encode()
-    return OutRecord(f"{i:032x}", "mijia-camera", kind, region, body)
+    device = f"p-{i % 4}"  # four devices, interleaved
+    body = json.dumps({"n": i, "device": device, "note": MARKER}, separators=(",", ":"))
+    return OutRecord(f"{i:032x}", "mijia-camera", kind, region, body.encode(), device)
 
 
 def recs(start: int, n: int, region: str = "de") -> list[OutRecord]:
@@ -231,11 +232,17 @@ def test_mqtt_sink_erasure(mosquitto: Mosquitto, subscriber: Subscriber) -> None
         sink.open()
         sink.erase("mijia-camera", "p-78", 13.0)
         sink.close()
-        ((topic, body, _),) = other.wait_for(1)
+        got = other.wait_for(3)
     finally:
         other.close()
-    assert topic == "gw/sg/erasure"
-    assert json.loads(body) == {
+    # The first erasure's retained tombstone reaches the late subscriber; then the second
+    # erasure's request and tombstone.
+    assert [topic for topic, _, _ in got] == [
+        "gw/sg/erasure/mijia-camera/p-77",
+        "gw/sg/erasure",
+        "gw/sg/erasure/mijia-camera/p-78",
+    ]
+    assert json.loads(got[1][1]) == {
         "type": "erasure",
         "product": "mijia-camera",
         "device": "p-78",
@@ -326,28 +333,30 @@ def test_spooled_sink_survives_broker_restart_in_order(
         for b in range(15, 20):
             sink.write(recs(b * 10, 10))
         assert not sink.sink_up
-        assert sink.spooled_records == 151
+        # The erasure took p-1's 25 spooled records out: they are never delivered.
+        assert sink.spooled_records == 126
         assert sink.spooled_bytes > 0
         time.sleep(0.5)  # several drain attempts fail against the stopped broker
-        assert sink.spooled_records == 151
+        assert sink.spooled_records == 126
 
         mosquitto.start()  # same port, same persistence dir
         wait_until(lambda: sink.spooled_records == 0, 15, "the spool to drain")
-        assert seen.drained == 151  # the erasure marker included
+        assert seen.drained == 126  # the erasure marker included, the erased 25 not
         assert sink.sink_up
         assert sink.spooled_bytes == 0
         assert sink.write(recs(200, 10)) == 0  # direct again
         # The broker may redeliver to this QoS1 subscriber what it had not acknowledged
         # when the broker stopped: those copies are the test subscriber's, not the sink's.
-        wait_until(lambda: len(first_copies(subscriber.wait_for(0))) >= 211, 15, "211 records")
+        wait_until(lambda: len(first_copies(subscriber.wait_for(0))) >= 187, 15, "187 messages")
         got = first_copies(subscriber.wait_for(0))
     finally:
         sink.close()
     data = [(t, json.loads(b)) for t, b in got]
-    erasure_at = [i for i, (t, _) in enumerate(data) if t == "gateway/de/erasure"]
-    assert erasure_at == [150]
-    ns = [d["n"] for t, d in data if t != "gateway/de/erasure"]
-    assert ns == list(range(210)), "every record, in order"
+    erasure_at = [i for i, (t, _) in enumerate(data) if t.startswith("gateway/de/erasure")]
+    assert erasure_at == [125, 126]  # the request, then the retained tombstone
+    ns = [d["n"] for t, d in data if not t.startswith("gateway/de/erasure")]
+    erased = {n for n in range(50, 150) if n % 4 == 1}
+    assert ns == [n for n in range(210) if n not in erased], "every other record, in order"
 
 
 def test_spooled_sink_raises_when_sink_down_and_spool_full(tmp_path: Path) -> None:
@@ -420,20 +429,24 @@ def test_nats_sink_records_land_in_stream_deduplicated(nats_server: NatsServer) 
         sink.write(recs(0, 1500))  # the same msg_ids again: deduplicated by JetStream
         sink.write(recs(1000, 600))  # partly old, partly new
         assert stream_messages(nats_server.url) == 1600
-        sink.erase("mijia-camera", "p-9", 5.0)
-        sink.erase("mijia-camera", "p-9", 5.0)  # a retried erasure is deduplicated too
-        assert stream_messages(nats_server.url) == 1601
+        # Erasure purges the device's subjects: its 400 records go, the others stay.
+        sink.erase("mijia-camera", "p-1", 5.0)
+        sink.erase("mijia-camera", "p-1", 5.0)  # a retried erasure is deduplicated too
+        assert stream_messages(nats_server.url) == 1201
     finally:
         sink.close()
-    msgs = fetch_all(nats_server.url, 1601)
-    assert [m.subject for m in msgs[:1600]] == ["gateway.de.mijia-camera.event"] * 1600
-    assert [json.loads(m.data)["n"] for m in msgs[:1600]] == list(range(1600))
-    assert [m.headers["Nats-Msg-Id"] for m in msgs[:1600]] == [r.msg_id for r in recs(0, 1600)]
-    assert msgs[1600].subject == "gateway.de.erasure"
-    assert json.loads(msgs[1600].data) == {
+    msgs = fetch_all(nats_server.url, 1201)
+    kept = [r for r in recs(0, 1600) if r.device != "p-1"]
+    assert [m.subject for m in msgs[:1200]] == [
+        f"gateway.de.mijia-camera.event.{r.device}" for r in kept
+    ]
+    assert [json.loads(m.data)["n"] for m in msgs[:1200]] == [i for i in range(1600) if i % 4 != 1]
+    assert [m.headers["Nats-Msg-Id"] for m in msgs[:1200]] == [r.msg_id for r in kept]
+    assert msgs[1200].subject == "gateway.de.erasure"
+    assert json.loads(msgs[1200].data) == {
         "type": "erasure",
         "product": "mijia-camera",
-        "device": "p-9",
+        "device": "p-1",
         "requested_at": 5.0,
     }
 

@@ -7,7 +7,7 @@ import sys
 
 from gateway import logs
 from gateway.brokers import BrokerError
-from gateway.cli import policies, report, service
+from gateway.cli import held, policies, report, service
 from gateway.cli.common import add_global_args
 from gateway.config import ConfigError, StartupError
 from gateway.policy.loader import PolicyError
@@ -40,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     policies.add_commands(sub)
     service.add_commands(sub)
+    held.add_commands(sub)
     report.add_commands(sub)
     return parser
 

@@ -12,7 +12,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gateway.service import run_from_config
 
     return run_from_config(
-        args.config, workers=args.workers, shadow=args.shadow, worker_index=args.worker_index
+        args.config,
+        workers=args.workers,
+        shadow=args.shadow,
+        worker_index=args.worker_index,
+        new_key=args.new_key,
     )
 
 
@@ -50,6 +54,12 @@ def add_commands(sub: Sub) -> None:
     )
     p.add_argument(
         "--shadow", action="store_true", help="enforce and count, forward nothing (for rollout)"
+    )
+    p.add_argument(
+        "--new-key",
+        action="store_true",
+        help="accept a master key other than the one the state dir was made with (pseudonyms "
+        "change; spools and held records under the old key are set aside)",
     )
     p.add_argument("--worker-index", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)

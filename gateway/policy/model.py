@@ -8,7 +8,7 @@ of the published privacy policy it rests on. Everything not declared is dropped.
 from __future__ import annotations
 
 import re
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -65,6 +65,7 @@ _PATH = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\[\])?(\.[A-Za-z_][A-Za-z0-9_]*(\[\
 _POSITIONAL = re.compile(r"^params\.(0|[1-9][0-9]?)$")
 _TOGGLE = re.compile(r"^[a-z][a-z0-9_]*$")
 REGIONS: frozenset[str] = frozenset({"cn", "us", "sg", "fr", "de", "in", "ru"})
+Days = Annotated[int, msgspec.Meta(ge=1)]
 
 
 class Field(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -114,6 +115,8 @@ class KindRule(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     methods: tuple[Method, ...] = ()
     # A toggle that must be on for any message of this kind to leave.
     consent: str | None = None
+    # Days the gateway keeps what it stores of this kind; None = the product's.
+    retention_days: Days | None = None
 
 
 class Region(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -145,6 +148,15 @@ class Policy(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # count under `k_anonymity` is never emitted.
     aggregate_window_s: int = 3600
     k_anonymity: int = 10
+
+    # Days the gateway keeps what it stores itself (file sink, held, spool); None = the
+    # deployment's [retention] default_days.
+    retention_days: Days | None = None
+
+    def retention(self, kind: str) -> int | None:
+        rule = self.kinds.get(kind)  # type: ignore[call-overload]
+        days = rule.retention_days if rule is not None else None
+        return days if days is not None else self.retention_days
 
 
 def path_ok(path: str) -> bool:

@@ -26,6 +26,7 @@ __all__ = [
     "SinkError",
     "check_batch",
     "check_token",
+    "device_of",
     "erasure_body",
 ]
 
@@ -42,6 +43,9 @@ class OutRecord(msgspec.Struct, frozen=True):
     kind: str
     region: str
     body: bytes  # the encoded JSON record, one line, no newline
+    # The device pseudonym: sinks that can address it (a NATS subject token) let erasure
+    # find the device's records. "" in records spooled by an older version.
+    device: str = ""
 
 
 class ErasureRequest(msgspec.Struct, frozen=True, tag="erasure", tag_field="type"):
@@ -67,6 +71,7 @@ class SinkError(Exception):
 class Sink(Protocol):
     name: str  # "file" | "mqtt" | "nats"
     region: str
+    remote: bool  # False: each worker has its own (files), so each erases its own
 
     def open(self) -> None: ...
 
@@ -75,7 +80,12 @@ class Sink(Protocol):
         ...
 
     def erase(self, product: str, device: str, requested_at: float) -> None:
-        """Send an erasure request for a pseudonymous device; durable on return or SinkError."""
+        """Erase a pseudonymous device; durable on return or SinkError."""
+        ...
+
+    def erase_many(self, devices: Sequence[tuple[str, str]], requested_at: float) -> int:
+        """Erase (product, pseudonym) pairs at once; durable on return or SinkError.
+        Returns the records removed, where the sink can tell (else 0)."""
         ...
 
     def close(self) -> None: ...
@@ -86,6 +96,18 @@ _erasure_encoder = msgspec.json.Encoder()
 
 def erasure_body(product: str, device: str, requested_at: float) -> bytes:
     return _erasure_encoder.encode(ErasureRequest(product, device, requested_at))
+
+
+_DEVICE = re.compile(rb'"device":"([^"]*)"')
+
+
+def device_of(rec: OutRecord) -> str:
+    """The record's device pseudonym (erasure). Records spooled by an older version do not
+    carry it alongside: their encoded body names it."""
+    if rec.device:
+        return rec.device
+    m = _DEVICE.search(rec.body)
+    return m.group(1).decode() if m else ""
 
 
 def check_token(field: str, value: str) -> None:

@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import msgspec
@@ -39,6 +39,7 @@ from gateway.sinks.base import (
     Sink,
     SinkError,
     check_batch,
+    device_of,
     erasure_body,
 )
 from gateway.spool.spool import Spool, SpoolError, SpoolFull
@@ -147,20 +148,53 @@ class SpooledSink:
                 raise SinkError(str(exc), done) from exc
             return len(batch) - done
 
-    def erase(self, product: str, device: str, requested_at: float) -> None:
-        with self._lock:
+    def erase(self, product: str, device: str, requested_at: float, *, send: bool = True) -> int:
+        return self.erase_many([(product, device)], requested_at, send=send)[0]
+
+    def erase_many(
+        self, devices: Sequence[tuple[str, str]], requested_at: float, *, send: bool = True
+    ) -> tuple[int, int]:
+        """Remove these (product, pseudonym) pairs' records from the spool (never delivered
+        now), then, when ``send``, erase at the destination or park the requests in the
+        spool; returns the records removed (spooled, at the destination as far as it
+        tells). SinkError when not possible yet."""
+        doomed = set(devices)
+        # The drain lock too: a rewrite between a drain's peek and its commit would make
+        # it commit the wrong records.
+        with self._drain_lock, self._lock:
+            try:
+                erased = self.spool.rewrite(
+                    lambda r: r.kind == ERASURE_KIND or (r.product, device_of(r)) not in doomed
+                )
+            except SpoolError as exc:
+                raise SinkError(f"{self.name} sink {self.region}: spool erase failed") from exc
+            if not send or not devices:
+                return erased, 0
             if self.spool.records == 0:
                 try:
-                    self.sink.erase(product, device, requested_at)
+                    at_sink = self.sink.erase_many(devices, requested_at)
                     self._delivered()
-                    return
+                    return erased, at_sink
                 except SinkError as exc:
                     self._failed(exc)
-            body = erasure_body(product, device, requested_at)
-            marker = OutRecord(
-                hashlib.sha256(body).hexdigest(), product, ERASURE_KIND, self.region, body
-            )
-            self._append([marker])
+            markers = []
+            for product, device in devices:
+                body = erasure_body(product, device, requested_at)
+                markers.append(
+                    OutRecord(
+                        hashlib.sha256(body).hexdigest(), product, ERASURE_KIND, self.region, body
+                    )
+                )
+            self._append(markers)
+            return erased, 0
+
+    def drop_where(self, unwanted: Callable[[OutRecord], bool]) -> int:
+        """Remove spooled records (retention); they are never delivered. Returns how many."""
+        with self._drain_lock, self._lock:
+            try:
+                return self.spool.rewrite(lambda r: not unwanted(r))
+            except SpoolError as exc:
+                raise SinkError(f"{self.name} sink {self.region}: spool rewrite failed") from exc
 
     def drain(self) -> int:
         """Move spooled records to the sink until it is empty or the sink fails.

@@ -197,33 +197,44 @@ class Spool:
 
     def peek(self, n: int) -> list[OutRecord]:
         """Up to ``n`` records from the head, oldest first, without consuming them."""
-        out: list[OutRecord] = []
         with self._lock:
             self._check_open()
-            index = 0
-            off = self._head_off
-            while len(out) < n and index < len(self._segments):
-                seg = self._segments[index]
-                if off >= seg.size:
-                    index += 1
-                    off = 0
-                    continue
-                try:
-                    with _open_read(self.dir / seg.name) as fd:
-                        while len(out) < n and off < seg.size:
-                            if off in seg.holes:
-                                off = seg.holes[off]
-                                continue
-                            try:
-                                rec, size = self._read_frame(fd, seg, off)
-                            except SpoolCorrupt:
-                                self._damaged_frame(seg, off)  # now a hole; read on past it
-                                continue
-                            out.append(rec)
-                            off += size
-                except OSError as exc:
-                    raise SpoolError(f"spool {seg.name}: read failed: {exc.strerror}") from None
-        return out
+            return self._peek_locked(n)
+
+    def rewrite(self, keep: Callable[[OutRecord], bool]) -> int:
+        """Drop every unconsumed record ``keep`` refuses (erasure); returns how many.
+
+        The kept records are re-encrypted into fresh segments after the newest one, the
+        head moves onto them, then the old segments go. A crash before the head moved
+        leaves old and new segments both live: duplicates (sinks dedupe on ``msg_id``), and
+        the caller, who has not recorded the erasure yet, repeats it.
+        """
+        with self._lock:
+            self._check_open()
+            records = self._peek_locked(1 << 62)
+            kept = [r for r in records if keep(r)]
+            if len(kept) == len(records):
+                return 0
+            old = self._segments, self._head_seq, self._head_off, self._head_index
+            seq = (self._segments[-1].seq if self._segments else self._head_seq) + 1
+            self._close_tail()
+            self._segments, self._head_seq, self._head_off, self._head_index = [], seq, 0, 0
+            try:
+                if kept:
+                    plains = [_encoder.encode(rec) for rec in kept]
+                    self._append_locked(plains, [HEADER_BYTES + len(p) + TAG_BYTES for p in plains])
+                self._write_head(seq, 0)
+            except (OSError, SpoolError) as exc:
+                self._close_tail()
+                for seg in self._segments:
+                    (self.dir / seg.name).unlink(missing_ok=True)
+                self._segments, self._head_seq, self._head_off, self._head_index = old
+                if isinstance(exc, SpoolError):
+                    raise
+                raise SpoolError(f"spool {self.dir}: rewrite failed: {exc.strerror}") from None
+            for seg in old[0]:
+                (self.dir / seg.name).unlink(missing_ok=True)
+            return len(records) - len(kept)
 
     def commit(self, n: int) -> None:
         """Consume ``n`` records from the head, durably; fully consumed segments go away."""
@@ -474,6 +485,33 @@ class Spool:
             self._on_damage(what)
 
     # -- internals (lock held) -------------------------------------------------------
+
+    def _peek_locked(self, n: int) -> list[OutRecord]:
+        out: list[OutRecord] = []
+        index = 0
+        off = self._head_off
+        while len(out) < n and index < len(self._segments):
+            seg = self._segments[index]
+            if off >= seg.size:
+                index += 1
+                off = 0
+                continue
+            try:
+                with _open_read(self.dir / seg.name) as fd:
+                    while len(out) < n and off < seg.size:
+                        if off in seg.holes:
+                            off = seg.holes[off]
+                            continue
+                        try:
+                            rec, size = self._read_frame(fd, seg, off)
+                        except SpoolCorrupt:
+                            self._damaged_frame(seg, off)  # now a hole; read on past it
+                            continue
+                        out.append(rec)
+                        off += size
+            except OSError as exc:
+                raise SpoolError(f"spool {seg.name}: read failed: {exc.strerror}") from None
+        return out
 
     def _check_open(self) -> None:
         if self._lock_fd is None:

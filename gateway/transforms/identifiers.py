@@ -77,6 +77,7 @@ _CISCO_DASH = re.compile(r"hhhh-hhhh-hhhh")
 _SIX = re.compile(r"hhhhhh-hhhhhh")  # 286c07-a41b9e
 _UUID = re.compile(r"hhhhhhhh-hhhh-hhhh-hhhh-hhhhhhhhhhhh")
 _FRACTION = re.compile(r"[0-9][.,]\Z")
+_HEX_LETTER = re.compile(r"[a-fA-F]")
 
 
 def _compact_time(d: str) -> bool:
@@ -113,6 +114,10 @@ def _hex(text: str, hm: str, out: list[Span]) -> None:
         if sep in hm and gate in hm:
             width = 2 + len(sep)
             for m in rx.finditer(hm):
+                # Pairs of decimal digits apart by spaces or dots are lists of numbers and
+                # version strings far more often than MACs: those need a hex letter.
+                if sep in " ." and _HEX_LETTER.search(text, m.start(), m.end()) is None:
+                    continue
                 groups = (m.end() - m.start() + len(sep)) // width
                 out.append((m.start(), m.end(), EUI64 if groups == 8 else MAC))
     if "%" in hm and "hh%hhhh%" in hm:

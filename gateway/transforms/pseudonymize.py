@@ -8,11 +8,8 @@ key id names the epoch, and a new epoch yields unrelated pseudonyms.
 from __future__ import annotations
 
 import hmac
-import os
 import re
-import secrets
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -40,22 +37,6 @@ def parse_master(text: str) -> bytes:
     if len(key) < 32:
         raise KeyError_("master key must be at least 32 bytes (64 hex digits)")
     return key
-
-
-def load_or_create_master(path: Path) -> bytes:
-    """The key file, created with 0600 on first use; GATEWAY_MASTER_KEY wins when set."""
-    env = os.environ.get(MASTER_KEY_ENV)
-    if env:
-        return parse_master(env)
-    if path.exists():
-        return parse_master(path.read_text())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(secrets.token_hex(32) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    return parse_master(path.read_text())
 
 
 @dataclass(frozen=True, slots=True)

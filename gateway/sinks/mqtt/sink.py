@@ -90,6 +90,7 @@ def _password(cfg: MqttSinkConfig) -> str | None:
 
 class MqttSink:
     name = "mqtt"
+    remote = True  # one worker sends the erasure
 
     def __init__(self, config: MqttSinkConfig, region: str) -> None:
         check_token("region", region)
@@ -123,9 +124,22 @@ class MqttSink:
             self._publish_all(msgs)
 
     def erase(self, product: str, device: str, requested_at: float) -> None:
-        body = erasure_body(product, device, requested_at)
+        self.erase_many([(product, device)], requested_at)
+
+    def erase_many(self, devices: Sequence[tuple[str, str]], requested_at: float) -> int:
+        """The requests, plus a retained tombstone per device, so a consumer that subscribes
+        later still learns that the device's records must go."""
+        msgs, tombstones = [], []
+        for product, device in devices:
+            check_token("product", product)
+            check_token("device", device)
+            body = erasure_body(product, device, requested_at)
+            msgs.append((f"{self._base}/erasure", body))
+            tombstones.append((f"{self._base}/erasure/{product}/{device}", body))
         with self._lock:
-            self._publish_all([(f"{self._base}/erasure", body)])
+            self._publish_all(msgs)
+            self._publish_all(tombstones, retain=True)
+        return 0  # the broker keeps nothing of ours but the tombstones
 
     # -- internals (self._lock held) -------------------------------------------------
 
@@ -190,7 +204,7 @@ class MqttSink:
             log.debug("mqtt sink %s: disconnect during teardown failed", self.region)
         conn.client.loop_stop()
 
-    def _publish_all(self, msgs: Sequence[tuple[str, bytes]]) -> None:
+    def _publish_all(self, msgs: Sequence[tuple[str, bytes]], retain: bool = False) -> None:
         conn = self._ensure_conn()
         qos = self.config.qos
         timeout = self.config.timeout_s
@@ -206,7 +220,7 @@ class MqttSink:
             # No msg_id user property: the record's own `id` is the dedupe key, and a paho
             # Properties object per publish cost ~15% of the gateway's CPU (bench/RESULTS.md).
             try:
-                info = conn.client.publish(topic, body, qos=qos)
+                info = conn.client.publish(topic, body, qos=qos, retain=retain)
             except (ValueError, OSError) as exc:
                 what = f"publish failed: {type(exc).__name__}"
                 raise self._fail(what, _acked_prefix(sent, outstanding)) from None

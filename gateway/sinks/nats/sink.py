@@ -1,4 +1,5 @@
-"""NATS JetStream sink: ``<prefix>.<region>.<product>.<kind>`` with ``Nats-Msg-Id`` dedupe.
+"""NATS JetStream sink: ``<prefix>.<region>.<product>.<kind>.<pseudonym>``, ``Nats-Msg-Id``
+dedupe; erasure purges the device's subjects.
 
 nats-py is asyncio-only while sinks are called from worker threads, so each sink runs a
 private event loop in a daemon thread and the sync methods bridge into it.
@@ -33,6 +34,7 @@ import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -94,8 +96,16 @@ class _Batch:
         return next((r for r in self.results if r), None)
 
 
+class _Device(msgspec.Struct):
+    device: str
+
+
+_device_of = msgspec.json.Decoder(_Device)
+
+
 class NatsSink:
     name = "nats"
+    remote = True  # one worker erases
 
     def __init__(self, config: NatsSinkConfig, region: str) -> None:
         check_token("region", region)
@@ -145,14 +155,32 @@ class NatsSink:
         if not batch:
             return
         check_batch(self.region, batch)
-        msgs = [(f"{self._base}.{r.product}.{r.kind}", r.body, r.msg_id) for r in batch]
+        msgs = [
+            (f"{self._base}.{r.product}.{r.kind}.{_pseudonym(r)}", r.body, r.msg_id) for r in batch
+        ]
         self._publish(msgs)
 
     def erase(self, product: str, device: str, requested_at: float) -> None:
-        body = erasure_body(product, device, requested_at)
-        # Deterministic id: a retried erasure request is deduplicated like a record.
-        msg_id = hashlib.sha256(body).hexdigest()
-        self._publish([(f"{self._base}.erasure", body, msg_id)])
+        self.erase_many([(product, device)], requested_at)
+
+    def erase_many(self, devices: Sequence[tuple[str, str]], requested_at: float) -> int:
+        """Purge every stored record of each device (its pseudonym is a subject token), then
+        publish the requests for consumers that copied records out of the stream."""
+        for product, device in devices:
+            check_token("product", product)
+            check_token("device", device)
+        with self._lock:
+            self._ensure()
+            for product, device in devices:
+                subject = f"{self._base}.{product}.*.{device}"
+                self._call(self._apurge(subject), self.config.timeout_s)
+        msgs = []
+        for product, device in devices:
+            body = erasure_body(product, device, requested_at)
+            # Deterministic id: a retried erasure request is deduplicated like a record.
+            msgs.append((f"{self._base}.erasure", body, hashlib.sha256(body).hexdigest()))
+        self._publish(msgs)
+        return 0  # JetStream's purge does not say how many
 
     # -- bridge ----------------------------------------------------------------------
 
@@ -361,6 +389,12 @@ class NatsSink:
         self._progress_at = time.monotonic()
         batch.reply(i, _pub_ack_error(msg), asyncio.get_running_loop().time())
 
+    async def _apurge(self, subject: str) -> None:
+        nc, js = self._nc, self._js
+        if nc is None or js is None or not nc.is_connected:
+            raise SinkError(f"nats sink {self.region}: not connected")
+        await js.purge_stream(self.config.stream, subject=subject)
+
     async def _aclose(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
         self._stream_ready = False
@@ -434,6 +468,14 @@ def _pub_ack_error(msg: Msg) -> str:
     if not isinstance(err, dict):
         return "JetStream error"
     return f"JetStream error code={err.get('code')} err_code={err.get('err_code')}"
+
+
+def _pseudonym(rec: OutRecord) -> str:
+    """The record's device pseudonym; from the body for records spooled before it was
+    carried alongside."""
+    device = rec.device or _device_of.decode(rec.body).device
+    check_token("device", device)
+    return device
 
 
 def _describe(exc: BaseException) -> str:

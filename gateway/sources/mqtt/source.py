@@ -142,16 +142,13 @@ class MqttSource:
             )
         return c
 
-    # Filters: the data kinds (through the shared group only when replicas split the load),
-    # consent never shared (every worker must know every device's consent).
+    # Filters: the data kinds (through the shared group only when replicas split the load).
+    # Consent has a connection of its own (gateway/consent/feed.py).
     def data_filters(self, shared: bool | None = None) -> list[str]:
         if shared is None:
             shared = self.shared
         share = f"$share/{self.config.group}/" if shared else ""
         return [share + self.topics.subscription(k) for k in KINDS]
-
-    def consent_filter(self) -> str:
-        return self.topics.subscription("consent")
 
     @property
     def unacked(self) -> int:
@@ -307,15 +304,17 @@ class MqttSource:
                 self._on_connection(False, f"connect refused: {reason}")
             return
         self._up_since = time.monotonic()
-        # Resubscribe at once, consent first, so retained consent is known before data
-        # flows. A resumed session still has its plain subscriptions; `$share` ones are
-        # not restored by mosquitto 2.0 after a broker restart.
-        subs = [(self.consent_filter(), SubscribeOptions(qos=1))]
-        subs += [(f, SubscribeOptions(qos=1)) for f in self.data_filters()]
+        # Resubscribe at once. A resumed session still has its plain subscriptions; `$share`
+        # ones are not restored by mosquitto 2.0 after a broker restart. Consent comes on a
+        # connection of its own (gateway/consent/feed.py), synced before data is processed.
+        subs = [(f, SubscribeOptions(qos=1)) for f in self.data_filters()]
         client.subscribe(subs)
         if flags.session_present:
-            # A session that was in the other mode would receive every message twice.
-            client.unsubscribe(self.data_filters(shared=not self.shared))
+            # A session that was in the other mode would receive every message twice; one
+            # of an older version also has consent, whose retained replays could overtake
+            # newer state from the consent feed.
+            old = [*self.data_filters(shared=not self.shared), self.topics.subscription("consent")]
+            client.unsubscribe(old)
         self.connected.set()
         if self._on_connection:
             self._on_connection(True, "")
