@@ -187,7 +187,7 @@ class NatsSink:
     def _publish(self, msgs: Sequence[tuple[str, bytes, str]]) -> None:
         with self._lock:
             self._ensure()
-            self._call_while_progressing(self._apublish(msgs))
+            self._call(self._apublish(msgs), self.config.timeout_s, while_progressing=True)
 
     def _ensure(self) -> None:
         """Start the loop thread, connect, and set up the stream, as far as not done yet."""
@@ -205,32 +205,22 @@ class NatsSink:
         if self._nc is None or not self._stream_ready:
             self._call(self._aconnect(), self.config.timeout_s * 2)
 
-    def _call(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
-        assert self._loop is not None
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        try:
-            return fut.result(timeout + _BRIDGE_SLACK_S)
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
-            raise SinkError(f"nats sink {self.region}: timed out") from None
-        except SinkError:
-            raise
-        except (TimeoutError, nats.errors.Error, OSError, ValueError) as exc:
-            raise SinkError(f"nats sink {self.region}: {_describe(exc)}") from None
-
-    def _call_while_progressing(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Wait as long as PubAcks keep coming; the coroutine enforces the stall timeout
-        itself, this is the backstop should the loop thread stop answering."""
+    def _call(
+        self, coro: Coroutine[Any, Any, T], timeout: float, *, while_progressing: bool = False
+    ) -> T:
+        """Run ``coro`` on the sink's loop and wait ``timeout`` for it; with
+        ``while_progressing``, ``timeout`` counts from the last publish or PubAck (the
+        coroutine enforces that itself: this is the backstop should the loop thread stop
+        answering)."""
         assert self._loop is not None
         self._progress_at = time.monotonic()
         fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
-        stall = self.config.timeout_s + _BRIDGE_SLACK_S
+        limit = timeout + _BRIDGE_SLACK_S
         while True:
             try:
-                fut.result(stall)
-                return
+                return fut.result(limit)
             except concurrent.futures.TimeoutError:
-                if time.monotonic() - self._progress_at > stall:
+                if not while_progressing or time.monotonic() - self._progress_at > limit:
                     fut.cancel()
                     raise SinkError(f"nats sink {self.region}: timed out") from None
             except SinkError:
