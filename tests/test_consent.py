@@ -110,7 +110,7 @@ def test_lost_store_fails_closed_for_data_queued_in_the_session(
     try:
         wait_for(lambda: len(_ids(records(tmp_path / "sinks", "de"), b)) == 50, what="B's data")
         wait_for(
-            lambda: gw2.events.rejected.get(("purifier", "props", "consent_withdrawn"), 0) == 50,
+            lambda: gw2.events.outcomes.get(("purifier", "props", "withdrawn"), 0) == 50,
             what="A's data rejected",
         )
         assert _ids(records(tmp_path / "sinks", "de"), a) == []

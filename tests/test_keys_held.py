@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gateway.config import GatewayConfig, Routing, SinkSpec
+from gateway.consent.state import ConsentState
 from gateway.held import HeldConfig, HeldStore
 from gateway.keys import KeysConfig, load_master
 from gateway.service import Gateway
@@ -172,6 +173,10 @@ def test_a_policy_without_regions_keeps_nothing(tmp_path: Path) -> None:
     try:
         import random
 
+        # Opted in: its props would leave, if the policy named a region.
+        gw.consent.set(
+            "smartmi", dev.id, ConsentState(toggles=frozenset({"user_experience_program"}))
+        )
         payload = msgspec.json.encode(message(dev, kind, rule, random.Random(1)))
         gw.process([Delivery(f"miot/smartmi/{dev.id}/{kind}", payload, 0, 0)])
         assert gw.held.records == 0

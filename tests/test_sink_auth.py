@@ -19,7 +19,7 @@ from gateway.sinks.nats.sink import NatsSink
 from tests.certs import CertificateAuthority
 from tests.servers import Mosquitto, NatsServer
 
-RECORD = OutRecord("00" * 16, "purifier", "info", "de", b'{"n":1}')
+RECORD = OutRecord("00" * 16, "purifier", "info", "de", b'{"device":"d0","n":1}')
 PASSWORD = "pw-QZ-7781"
 
 
