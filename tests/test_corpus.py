@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import logging
-import subprocess
-import sys
 import time
 import urllib.request
 from collections.abc import Callable
@@ -23,6 +21,7 @@ from gateway.policy.loader import DEFAULT_DIR, load_dir
 from gateway.service import Gateway
 from tests.leakcheck import leaked_forms
 from tests.servers import Mosquitto
+from tests.test_policy_readings import run_enforce
 from tests.test_service import (  # the fixture is shared with the service tests
     Publisher,
     config,
@@ -98,16 +97,7 @@ def _get(doc: dict[str, Any], path: str) -> Any:
 
 def test_enforce_leaks_nothing_and_keeps_what_is_well_formed(tmp_path: Path) -> None:
     lines = _lines()
-    key = tmp_path / "master.key"
-    key.write_text("42" * 32)
-    stdin = "".join(json.dumps(line) + "\n" for line in lines).encode()
-    out = subprocess.run(
-        [sys.executable, "-m", "gateway", "enforce", "--key-file", str(key), "--region", "us"],
-        input=stdin,
-        capture_output=True,
-        timeout=120,
-        check=True,
-    )
+    out = run_enforce(lines, tmp_path)
     answers = [json.loads(a) for a in out.stdout.splitlines()]
     assert len(answers) == len(lines)  # one answer per line, in order
     assert b"Traceback" not in out.stderr

@@ -24,18 +24,24 @@ PUBLIC_IP = "81.2.69.142"  # GB
 INFO_BASE = {"fw_ver": "3.5.8_0041", "ap": {"rssi": -50}, "netif": {"localIp": PUBLIC_IP}}
 
 
-def enforce(captures: list[dict[str, Any]], tmp_path: Path) -> list[dict[str, Any]]:
+def run_enforce(
+    captures: list[dict[str, Any]], tmp_path: Path
+) -> subprocess.CompletedProcess[bytes]:
+    """`gateway enforce` over the captures, region `us`, a fixed key."""
     key = tmp_path / "master.key"
     key.write_text("11" * 32)
     stdin = "".join(json.dumps(c) + "\n" for c in captures).encode()
-    out = subprocess.run(
+    return subprocess.run(
         [sys.executable, "-m", "gateway", "enforce", "--key-file", str(key), "--region", "us"],
         input=stdin,
         capture_output=True,
-        timeout=60,
+        timeout=120,
         check=True,
     )
-    return [json.loads(line) for line in out.stdout.splitlines()]
+
+
+def enforce(captures: list[dict[str, Any]], tmp_path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in run_enforce(captures, tmp_path).stdout.splitlines()]
 
 
 def test_no_per_device_country_where_the_text_gives_none(tmp_path: Path) -> None:
