@@ -240,7 +240,7 @@ def test_shared_subscription_loses_what_arrives_before_the_resubscribe(
 
 def test_several_workers_need_the_shared_setting(tmp_path: Path) -> None:
     from gateway.config import ConfigError
-    from gateway.service import run_from_config
+    from gateway.supervisor import run_from_config
 
     path = tmp_path / "gateway.toml"
     path.write_text(f'state_dir = "{tmp_path / "state"}"\n')

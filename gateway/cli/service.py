@@ -9,7 +9,7 @@ from gateway.cli.common import Sub, command
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from gateway.service import run_from_config
+    from gateway.supervisor import run_from_config
 
     return run_from_config(
         args.config,
