@@ -53,7 +53,7 @@ def apply(
                     v, hit = redact(v)
                     if hit:
                         counts[leaf.redact_key] += 1
-                elif contains_identifier(v):
+                elif _has_identifier(v):
                     counts[leaf.invalid_keys["identifier"]] += 1
                     continue
             counts[leaf.count_key] += 1
@@ -86,6 +86,22 @@ def apply(
             apply(sub, v, ps, state, d, counts=counts, countries=countries)
             if d:
                 out[sub.name] = _positional(d) if sub.positional else d
+
+
+# Kept values repeat across a fleet (firmware versions, models, modes): a bounded memo of short
+# values' scan results makes the floor one dict lookup for them. It lives in memory only.
+_SCANNED: dict[str, bool] = {}
+_SCANNED_MAX = 8192
+_SCANNED_LEN = 64
+
+
+def _has_identifier(v: str) -> bool:
+    hit = _SCANNED.get(v)
+    if hit is None:
+        hit = contains_identifier(v)
+        if len(v) <= _SCANNED_LEN and len(_SCANNED) < _SCANNED_MAX:
+            _SCANNED[v] = hit
+    return hit
 
 
 def carries_value(d: dict[str, Any]) -> bool:
