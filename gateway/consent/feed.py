@@ -12,16 +12,13 @@ connection; until then, and after any disconnect, no data is processed.
 
 from __future__ import annotations
 
-import os
 import queue
 import secrets
 import socket
-import ssl
 import threading
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -29,6 +26,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from gateway.route.topics import TopicScheme
 from gateway.sources.mqtt.config import MqttSourceConfig
+from gateway.sources.mqtt.source import new_client
 
 SYNC_ROOT = "privacy-gateway/sync"
 
@@ -57,22 +55,7 @@ class ConsentFeed:
         self.generation = 0
         self._token = ""
         self._lock = threading.Lock()
-        c = self._client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-        )
-        if config.username is not None:
-            password = os.environ.get(config.password_env) if config.password_env else None
-            c.username_pw_set(config.username, password)
-        if config.tls is not None:
-            c.tls_set(
-                ca_certs=config.tls.ca,
-                certfile=config.tls.cert,
-                keyfile=config.tls.key,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+        c = self._client = new_client(config, self.client_id, manual_ack=False)
         c.reconnect_delay_set(min_delay=1, max_delay=10)
         c.on_connect = self._connected
         c.on_disconnect = self._disconnected

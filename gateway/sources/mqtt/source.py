@@ -68,6 +68,29 @@ class Delivery(NamedTuple):
     qos: int
 
 
+def new_client(config: MqttSourceConfig, client_id: str, *, manual_ack: bool) -> mqtt.Client:
+    """A paho MQTT v5 client for the source broker, with its credentials and TLS: every
+    connection the gateway makes to the local broker (data, `$SYS`, consent) starts here."""
+    c = mqtt.Client(
+        CallbackAPIVersion.VERSION2,
+        client_id=client_id,
+        protocol=MQTTProtocolVersion.MQTTv5,
+        manual_ack=manual_ack,
+    )
+    if config.username is not None:
+        password = os.environ.get(config.password_env) if config.password_env else None
+        c.username_pw_set(config.username, password)
+    if config.tls is not None:
+        c.tls_set(
+            ca_certs=config.tls.ca,
+            certfile=config.tls.cert,
+            keyfile=config.tls.key,
+            cert_reqs=ssl.CERT_REQUIRED,
+            tls_version=ssl.PROTOCOL_TLS_CLIENT,
+        )
+    return c
+
+
 class MqttSource:
     def __init__(
         self,
@@ -104,7 +127,7 @@ class MqttSource:
         self._on_connection = on_connection
         self._on_broker_stat = on_broker_stat
         self.client_id = f"{config.client_id or 'privacy-gateway-' + socket.gethostname()}-{worker}"
-        self._client = c = self._new_client(self.client_id, manual_ack=True)
+        self._client = c = new_client(self.config, self.client_id, manual_ack=True)
         c.on_connect = self._connected
         c.on_disconnect = self._disconnected
         c.on_message = self._message
@@ -116,31 +139,10 @@ class MqttSource:
         # exactly when the broker's queue and drop counts matter.
         self._stats: mqtt.Client | None = None
         if on_broker_stat is not None:
-            self._stats = self._new_client(f"{self.client_id}-sys", manual_ack=False)
+            self._stats = new_client(self.config, f"{self.client_id}-sys", manual_ack=False)
             self._stats.on_connect = self._stats_connected
             self._stats.on_message = self._stats_message
             self._stats.reconnect_delay_set(1, 30)
-
-    def _new_client(self, client_id: str, manual_ack: bool) -> mqtt.Client:
-        config = self.config
-        c = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            manual_ack=manual_ack,
-        )
-        if config.username is not None:
-            password = os.environ.get(config.password_env) if config.password_env else None
-            c.username_pw_set(config.username, password)
-        if config.tls is not None:
-            c.tls_set(
-                ca_certs=config.tls.ca,
-                certfile=config.tls.cert,
-                keyfile=config.tls.key,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-        return c
 
     # Filters: the data kinds (through the shared group only when replicas split the load).
     # Consent has a connection of its own (gateway/consent/feed.py).
