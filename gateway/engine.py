@@ -19,7 +19,7 @@ import msgspec
 
 from gateway.consent.state import ConsentState
 from gateway.decode.limits import Bad, Limits, decode_object
-from gateway.decode.plan import Node, Plan, compile_kind
+from gateway.decode.plan import Node, Plan, as_declared, compile_kind
 from gateway.envelope import Held, Outcome, PolicyRef, Record, Rejection
 from gateway.internal_events import UNKNOWN, Events
 from gateway.policy.loader import LoadedPolicy
@@ -124,18 +124,12 @@ class Engine:
             obj = decode_object(payload, self.limits)
         except Bad as bad:
             return self._reject(pid, kind, bad.reason)
-        shape = plan.shape
+        shape = plan.shape_of(obj)
         if shape is None:
-            method = obj.get("method")
-            shape = plan.methods.get(method) if type(method) is str else None
-            if shape is None:
-                return self._reject(pid, kind, "method_not_allowed", "method")
+            return self._reject(pid, kind, "method_not_allowed", "method")
         if shape.consent is not None and (state is None or shape.consent not in state.toggles):
             return self._withhold(pid, kind, "no_consent")
-        if "params" not in obj and type(obj.get("result")) is dict:
-            obj["params"] = obj.pop("result")  # a miIO RPC reply carries its props as `result`
-        if shape.positional and type(obj.get("params")) is list:
-            obj["params"] = {str(i): v for i, v in enumerate(obj["params"])}
+        as_declared(shape, obj)
         self._count_undeclared(shape.root, obj, pid, kind)
         counts = self.events.fields
         try:

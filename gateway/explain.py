@@ -7,7 +7,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from gateway.decode.limits import Bad, decode_object
-from gateway.decode.plan import Node, effective_action
+from gateway.decode.plan import Node, as_declared, effective_action
 from gateway.engine import Engine
 from gateway.internal_events import OTHER, undeclared_label
 from gateway.policy.loader import LoadedPolicy
@@ -94,14 +94,10 @@ def message_decisions(engine: Engine, topic: str, payload: bytes) -> dict[str, A
         obj = decode_object(payload, engine.limits)
     except Bad as bad:
         return {"product": parsed.product, "kind": parsed.kind, "reason": bad.reason}
-    shape = plan.shape
+    shape = plan.shape_of(obj)
     if shape is None:
-        method = obj.get("method")
-        shape = plan.methods.get(method) if type(method) is str else None
-        if shape is None:
-            return {"product": parsed.product, "kind": parsed.kind, "reason": "method_not_allowed"}
-    if shape.positional and type(obj.get("params")) is list:
-        obj["params"] = {str(i): v for i, v in enumerate(obj["params"])}
+        return {"product": parsed.product, "kind": parsed.kind, "reason": "method_not_allowed"}
+    as_declared(shape, obj)
     fields: dict[str, str] = {}
     _walk(shape.root, obj, fields)
     return {"product": parsed.product, "kind": parsed.kind, "fields": fields}

@@ -148,6 +148,23 @@ class Plan:
     def shapes(self) -> list[Shape]:
         return [self.shape] if self.shape is not None else list(self.methods.values())
 
+    def shape_of(self, obj: dict[str, Any]) -> Shape | None:
+        """The layout a decoded message is read with: the kind's, or its method's; None when
+        its method is not declared."""
+        if self.shape is not None:
+            return self.shape
+        method = obj.get("method")
+        return self.methods.get(method) if type(method) is str else None
+
+
+def as_declared(shape: Shape, obj: dict[str, Any]) -> None:
+    """Bring real wire variants to the declared layout, in place: a miIO RPC reply carries its
+    props as `result`; positional `params` are read as {"0": .., "1": ..}."""
+    if "params" not in obj and type(obj.get("result")) is dict:
+        obj["params"] = obj.pop("result")
+    if shape.positional and type(obj.get("params")) is list:
+        obj["params"] = {str(i): v for i, v in enumerate(obj["params"])}
+
 
 def _child(node: Node, name: str, is_list: bool, path: str) -> Node:
     for n in node.nodes:
