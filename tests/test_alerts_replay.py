@@ -10,9 +10,7 @@ must raise exactly the alerts for those faults.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,9 +18,9 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.test_demo import demo
 from tests.test_deploy import PROMETHEUS, _promtool
 
-ROOT = Path(__file__).resolve().parent.parent
 MINUTES = 180
 DEMO_SECONDS = 4.0
 INSTANCE = {"job": "privacy-gateway", "instance": "gw-0:9108"}
@@ -33,24 +31,7 @@ Sample = tuple[str, dict[str, str], float, bool]  # name, labels, value, cumulat
 @pytest.fixture(scope="module")
 def snapshot(tmp_path_factory: pytest.TempPathFactory) -> list[Sample]:
     out = tmp_path_factory.mktemp("demo") / "demo"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gateway",
-            "demo",
-            *("--duration", str(DEMO_SECONDS), "--rate", "150"),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    proc = demo(out, str(DEMO_SECONDS))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     samples: list[Sample] = []
     for fam in text_string_to_metric_families((out / "metrics.prom").read_text()):
