@@ -455,7 +455,8 @@ def test_metrics_tell_the_truth_through_an_outage_with_a_full_spool(
     cfg = msgspec.structs.replace(
         cfg,
         source=msgspec.structs.replace(cfg.source, receive_maximum=window),
-        spool=SpoolConfig(retry_s=0.2, max_bytes=30 * 400),  # room for about 30 records
+        # Room for about 60 records: more than one batch (at most the window), fewer than two.
+        spool=SpoolConfig(retry_s=0.2, max_bytes=60 * 400),
     )
     pub = Publisher(mosquitto.port)
     gw = Gateway(cfg)
@@ -476,8 +477,8 @@ def test_metrics_tell_the_truth_through_an_outage_with_a_full_spool(
             what="the worker retrying against a full spool",
         )
         spooled = m("gateway_spool_records", sink="nats", region="de")
-        assert 0 < spooled <= 31  # batches are spooled whole or not at all
-        assert m("gateway_spool_bytes", sink="nats", region="de") <= 30 * 400
+        assert 0 < spooled <= 61  # batches are spooled whole or not at all
+        assert m("gateway_spool_bytes", sink="nats", region="de") <= 60 * 400
         # Unacknowledged: the batch being retried and what waits behind it, up to the window.
         wait_for(lambda: m("gateway_inflight_messages") == window, what="a full window")
         assert m("gateway_inflight_limit") == window

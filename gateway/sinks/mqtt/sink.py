@@ -1,82 +1,70 @@
-"""MQTT sink: publishes each record QoS1 to ``<prefix>/<region>/<product>/<kind>``.
+"""MQTT sink: publishes each record to ``<prefix>/<region>/<product>/<kind>`` (QoS 1 or 2).
 
-``write`` returns once every PUBACK of the batch arrived with a success reason code.
-paho's ``publish()`` does not raise when it cannot send: it returns an rc (NO_CONN,
-QUEUE_SIZE) and may keep the message queued for a later reconnect. So every rc is checked,
-and after any failure the whole client is thrown away: messages we already reported as
-failed must not be replayed by paho behind the caller's back (the caller re-offers them).
-Reconnection is ours too (paho's auto-reconnect is off): the next ``write`` reconnects.
+``write`` returns once every publish of the batch was acknowledged with a success reason
+code (PUBACK, or PUBCOMP for QoS 2); a reason code >= 0x80 is a failure, never a success.
+The connection runs on the process's network loop (gateway/mqtt): a window's worth of
+publishes goes out in one write, and the worker thread waits once per batch, not per
+message. After any failure the connection is thrown away and the next ``write`` opens a
+clean one: nothing we reported as failed is replayed behind the caller's back (the caller
+re-offers it).
 
 At most ``window`` publishes are outstanding at once, where ``window`` is the smaller of
-``max_inflight`` and the broker's MQTT v5 Receive Maximum (paho does not enforce it).
+``max_inflight`` and the broker's MQTT v5 Receive Maximum.
 """
 
 from __future__ import annotations
 
-import logging
+import asyncio
 import os
 import secrets
 import threading
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Coroutine, Sequence
+from typing import Any, TypeVar
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.reasoncodes import ReasonCode
+from mqtt5 import ConnectPacket, PubAckReasonCode, PublishPacket, QoS
 
+from gateway.mqtt import ConnectError, Connection, connect, network_loop, tls_context
 from gateway.sinks.base import OutRecord, SinkError, check_batch, check_token, erasure_body
 from gateway.sinks.mqtt.config import MqttSinkConfig
 
 __all__ = ["MqttSink"]
 
-log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
-NOBODY_WAITS = 1 << 30
+def _code_name(code: int) -> str:
+    try:
+        return str(PubAckReasonCode(code).name).replace("_", " ").capitalize()
+    except ValueError:
+        return f"reason code {code:#04x}"
 
 
-class _Conn:
-    """One broker connection and what its callbacks report; discarded after any failure."""
+class _Batch:
+    """The acknowledgements of one batch as they arrive (network loop only)."""
 
-    def __init__(self, client: mqtt.Client) -> None:
-        self.client = client
-        self.cond = threading.Condition()
-        self.connack: ReasonCode | None = None
-        self.receive_maximum: int | None = None
-        self.lost = False
-        # mid -> PUBACK reason code, until the writer collects it. An ack can arrive
-        # before publish() even returned its mid to the writer, so acks wait here.
-        self.acks: dict[int, ReasonCode] = {}
-        # How many collected acks are worth waking the writer for; nobody waits while it
-        # publishes. Notifying per PUBACK cost ~17% of the gateway's CPU under load.
-        self.wake_at = NOBODY_WAITS
-        client.on_connect = self._on_connect
-        client.on_disconnect = self._on_disconnect
-        client.on_publish = self._on_publish
+    def __init__(self, n: int) -> None:
+        self.index: dict[int, int] = {}  # packet id -> position in the batch
+        self.acked = [False] * n
+        self.head = 0  # publishes acknowledged in order from the first
+        self.failure = ""
+        self.changed = asyncio.Event()
 
-    def _on_connect(
-        self, _c: mqtt.Client, _u: Any, _f: mqtt.ConnectFlags, rc: ReasonCode, props: Any
-    ) -> None:
-        with self.cond:
-            self.connack = rc
-            self.receive_maximum = getattr(props, "ReceiveMaximum", None)
-            self.cond.notify_all()
+    @property
+    def outstanding(self) -> int:
+        return len(self.index)
 
-    def _on_disconnect(
-        self, _c: mqtt.Client, _u: Any, _f: mqtt.DisconnectFlags, _rc: ReasonCode, _p: Any
-    ) -> None:
-        with self.cond:
-            self.lost = True
-            self.cond.notify_all()
-
-    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, rc: ReasonCode, _p: Any) -> None:
-        # Runs on paho's thread while it holds its own out-message lock: the writer must
-        # therefore never call publish() while holding self.cond (lock-order deadlock).
-        with self.cond:
-            self.acks[mid] = rc
-            if rc.is_failure or len(self.acks) >= self.wake_at:
-                self.cond.notify_all()
+    def ack(self, mid: int, code: int) -> None:
+        i = self.index.pop(mid, None)
+        if i is None:
+            return
+        if code >= 0x80:
+            self.failure = _code_name(code)  # stays unacknowledged: not delivered
+        else:
+            self.acked[i] = True
+            while self.head < len(self.acked) and self.acked[self.head]:
+                self.head += 1
+        self.changed.set()
 
 
 def _password(cfg: MqttSinkConfig) -> str | None:
@@ -99,21 +87,23 @@ class MqttSink:
         self.client_id = config.client_id or f"gateway-sink-{region}-{secrets.token_hex(4)}"
         self._base = f"{config.topic_prefix}/{region}"
         self._lock = threading.Lock()  # one batch at a time on the connection
-        self._conn: _Conn | None = None
+        self._conn: Connection | None = None
         self._window = config.max_inflight
 
     @property
     def connected(self) -> bool:
         conn = self._conn
-        return conn is not None and not conn.lost and conn.client.is_connected()
+        return conn is not None and conn.is_open
 
     def open(self) -> None:
         with self._lock:
-            self._ensure_conn()
+            self._call(self._ensure_conn())
 
     def close(self) -> None:
         with self._lock:
-            self._drop_conn()
+            conn, self._conn = self._conn, None
+            if conn is not None:
+                network_loop().call_soon_threadsafe(conn.close)
 
     def write(self, batch: Sequence[OutRecord]) -> None:
         if not batch:
@@ -121,7 +111,7 @@ class MqttSink:
         check_batch(self.region, batch)
         msgs = [(f"{self._base}/{r.product}/{r.kind}", r.body) for r in batch]
         with self._lock:
-            self._publish_all(msgs)
+            self._call(self._publish_all(msgs))
 
     def erase(self, product: str, device: str, requested_at: float) -> None:
         self.erase_many([(product, device)], requested_at)
@@ -137,150 +127,85 @@ class MqttSink:
             msgs.append((f"{self._base}/erasure", body))
             tombstones.append((f"{self._base}/erasure/{product}/{device}", body))
         with self._lock:
-            self._publish_all(msgs)
-            self._publish_all(tombstones, retain=True)
+            self._call(self._publish_all(msgs))
+            self._call(self._publish_all(tombstones, retain=True))
         return 0  # the broker keeps nothing of ours but the tombstones
 
-    # -- internals (self._lock held) -------------------------------------------------
+    # -- on the network loop (self._lock held by the caller) ------------------------------
+
+    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
+        # The coroutine bounds its own waits (connect, PUBACK progress).
+        return asyncio.run_coroutine_threadsafe(coro, network_loop()).result()
 
     def _fail(self, what: str, delivered: int = 0) -> SinkError:
-        self._drop_conn()
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.abort(what)
         return SinkError(f"mqtt sink {self.region}: {what}", delivered)
 
-    def _ensure_conn(self) -> _Conn:
+    async def _ensure_conn(self) -> Connection:
         conn = self._conn
-        if conn is not None and not conn.lost and conn.client.is_connected():
+        if conn is not None and conn.is_open:
             return conn
-        self._drop_conn()
         cfg = self.config
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
-            client_id=self.client_id,
-            protocol=MQTTProtocolVersion.MQTTv5,
-            reconnect_on_failure=False,
-        )
-        client.connect_timeout = cfg.timeout_s
-        # Backstops only: the writer's own window keeps both limits from ever being hit.
-        client.max_inflight_messages_set(cfg.max_inflight)
-        client.max_queued_messages_set(cfg.max_inflight)
-        conn = _Conn(client)
         try:
             # Inside the try: a certificate that is missing for a moment (rotation) must
             # be an outage the caller can spool through, not a crash.
-            if cfg.tls is not None:
-                client.tls_set(ca_certs=cfg.tls.ca, certfile=cfg.tls.cert, keyfile=cfg.tls.key)
-            if cfg.username is not None:
-                client.username_pw_set(cfg.username, _password(cfg))
-            # Clean start: a new connection never resumes messages we gave up on.
-            client.connect(cfg.host, cfg.port, keepalive=cfg.keepalive_s, clean_start=True)
+            tls = tls_context(cfg.tls.ca, cfg.tls.cert, cfg.tls.key) if cfg.tls else None
+            password = _password(cfg) if cfg.username is not None else None
+            packet = ConnectPacket(
+                self.client_id,
+                username=cfg.username,
+                password=password.encode() if password is not None else None,
+                clean_start=True,  # a new connection never resumes messages we gave up on
+                keep_alive=cfg.keepalive_s,
+            )
+            conn, connack = await connect(
+                cfg.host, cfg.port, packet, tls=tls, timeout=cfg.timeout_s
+            )
+        except ConnectError as exc:
+            raise self._fail(f"connection refused: {exc}") from None
+        except TimeoutError:
+            raise self._fail("no CONNACK in time") from None
         except (OSError, ValueError) as exc:
-            raise SinkError(
-                f"mqtt sink {self.region}: connect failed: {type(exc).__name__}"
-            ) from None
-        client.loop_start()
+            raise self._fail(f"connect failed: {type(exc).__name__}") from None
         self._conn = conn
-        deadline = time.monotonic() + cfg.timeout_s
-        with conn.cond:
-            while conn.connack is None and not conn.lost:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                conn.cond.wait(remaining)
-            connack, receive_maximum = conn.connack, conn.receive_maximum
-        if connack is None:
-            raise self._fail("no CONNACK in time")
-        if connack.is_failure:
-            raise self._fail(f"connection refused: {connack.getName()}")
-        self._window = min(cfg.max_inflight, receive_maximum or cfg.max_inflight)
+        self._window = min(cfg.max_inflight, connack.receive_max)
         return conn
 
-    def _drop_conn(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        try:
-            conn.client.disconnect()
-        except Exception:  # teardown of a client that is already broken
-            log.debug("mqtt sink %s: disconnect during teardown failed", self.region)
-        conn.client.loop_stop()
-
-    def _publish_all(self, msgs: Sequence[tuple[str, bytes]], retain: bool = False) -> None:
-        conn = self._ensure_conn()
-        qos = self.config.qos
+    async def _publish_all(self, msgs: Sequence[tuple[str, bytes]], retain: bool = False) -> None:
+        conn = await self._ensure_conn()
+        qos = QoS(self.config.qos)
         timeout = self.config.timeout_s
-        outstanding: set[int] = set()
-        sent: list[int] = []  # mids in publish order: what a failure reports as delivered
+        batch = _Batch(len(msgs))
+        conn.on_puback = batch.ack
+        conn.on_lost = batch.changed.set
+        sent = 0
+        # The deadline moves on with every ack: a long batch may take as long as it needs
+        # while the broker makes progress; `timeout` bounds a stall.
         deadline = time.monotonic() + timeout
-        for topic, body in msgs:
-            if len(outstanding) >= self._window:
-                # Window full: wait until half of it is free, not for every single ack.
-                deadline = self._wait(
-                    conn, outstanding, self._window // 2, deadline, timeout, sent=sent
-                )
-            # No msg_id user property: the record's own `id` is the dedupe key, and a paho
-            # Properties object per publish cost ~15% of the gateway's CPU (bench/RESULTS.md).
+        while batch.head < len(msgs):
+            room = min(self._window - batch.outstanding, len(msgs) - sent)
+            if room > 0:
+                out = []
+                for i in range(sent, sent + room):
+                    mid = conn.packet_id(batch.index)
+                    batch.index[mid] = i
+                    topic, body = msgs[i]
+                    out.append(PublishPacket(topic, body, qos=qos, retain=retain, packet_id=mid))
+                conn.write(b"".join(p.write() for p in out))
+                sent += room
+            batch.changed.clear()
+            if batch.failure:
+                raise self._fail(f"not acknowledged: {batch.failure}", batch.head)
+            if not conn.is_open:
+                raise self._fail("not acknowledged: connection lost", batch.head)
+            if batch.head == len(msgs) or (room > 0 and sent < len(msgs)):
+                continue
+            head = batch.head
             try:
-                info = conn.client.publish(topic, body, qos=qos, retain=retain)
-            except (ValueError, OSError) as exc:
-                what = f"publish failed: {type(exc).__name__}"
-                raise self._fail(what, _acked_prefix(sent, outstanding)) from None
-            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                what = f"publish not accepted: {mqtt.error_string(info.rc)}"
-                raise self._fail(what, _acked_prefix(sent, outstanding))
-            outstanding.add(info.mid)
-            sent.append(info.mid)
-        self._wait(conn, outstanding, 0, deadline, timeout, sent=sent)
-
-    def _wait(
-        self,
-        conn: _Conn,
-        outstanding: set[int],
-        at_most: int,
-        deadline: float,
-        timeout: float,
-        *,
-        sent: list[int],
-    ) -> float:
-        """Block until at most ``at_most`` publishes are unacknowledged.
-
-        The deadline moves on with every ack: a long batch may take as long as it needs
-        while the broker makes progress; ``timeout`` bounds a stall. On failure the
-        SinkError counts the publishes acknowledged in order from the first.
-        """
-        with conn.cond:
-            while True:
-                if conn.acks:
-                    acked = [mid for mid in conn.acks if mid in outstanding]
-                    for mid in acked:
-                        rc = conn.acks.pop(mid)
-                        if rc.is_failure:
-                            failure = rc.getName()  # mid stays outstanding: not delivered
-                            break
-                        outstanding.discard(mid)
-                    else:
-                        failure = ""
-                    if failure:
-                        break
-                    if acked:
-                        deadline = time.monotonic() + timeout
-                if len(outstanding) <= at_most:
-                    return deadline
-                if conn.lost:
-                    failure = "connection lost"
-                    break
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    failure = f"no PUBACK within {timeout:g} s"
-                    break
-                conn.wake_at = len(outstanding) - at_most
-                conn.cond.wait(remaining)
-                conn.wake_at = NOBODY_WAITS
-        raise self._fail(f"not acknowledged: {failure}", _acked_prefix(sent, outstanding))
-
-
-def _acked_prefix(sent: list[int], outstanding: set[int]) -> int:
-    """How many publishes, in order from the first, were acknowledged."""
-    n = 0
-    while n < len(sent) and sent[n] not in outstanding:
-        n += 1
-    return n
+                await asyncio.wait_for(batch.changed.wait(), deadline - time.monotonic())
+            except TimeoutError:
+                raise self._fail(f"no PUBACK within {timeout:g} s", batch.head) from None
+            if batch.head > head:
+                deadline = time.monotonic() + timeout

@@ -1,7 +1,10 @@
-"""MQTT v5 source: persistent session, QoS1, manual acknowledgement, bounded in-flight window.
+"""MQTT v5 source: persistent session, QoS1, acknowledgement after commit, bounded window.
 
-paho-mqtt relays ~13k msg/s here against ~7k for aiomqtt (bench/RESULTS.md), and its
-`manual_ack` lets the gateway acknowledge a message only after its sink committed it.
+The data connection runs on the process's network loop (gateway/mqtt): packets are parsed
+by the `mqtt5` codec, a worker's whole batch of PUBACKs goes out in one write, and nothing
+crosses threads per message but the delivery queue. paho-mqtt, which cost about 80 us of
+CPU per relayed message on this path (bench/RESULTS.md), is kept for the `$SYS` counters
+only.
 
 Subscriptions: one plain persistent subscription per data kind by default, which mosquitto
 keeps (and restores from its persistence) while the gateway is away, so nothing a device
@@ -9,20 +12,20 @@ published is ever without a subscriber. `shared = true` subscribes through
 `$share/<group>/...` instead, for replicas that split the load; see README.md for what that
 costs across broker restarts and stopped replicas.
 
-The network loop is ours (paho's `loop_read`/`loop_write`/`loop_misc` on our own `select`),
-not `loop_start()`: the in-flight window is enforced here, not trusted to the broker.
-mosquitto 2.0 does not keep to the MQTT v5 Receive Maximum (each PUBACK lets it send up to
-another window's worth), so while `receive_maximum` delivered messages are unfinished the
-loop stops reading the socket: TCP back-pressure, never an unbounded local queue. It still
-writes (acknowledgements, keepalive) meanwhile.
+The in-flight window is enforced here, not trusted to the broker. mosquitto 2.0 does not
+keep to the MQTT v5 Receive Maximum (each PUBACK lets it send up to another window's
+worth), so once `receive_maximum` delivered messages are unfinished the connection parses
+no further and stops reading the socket: TCP back-pressure, never an unbounded local queue.
+It still writes (acknowledgements, keepalive) meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import contextlib
 import os
 import queue
-import select
 import socket
 import ssl
 import threading
@@ -31,12 +34,22 @@ from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.packettypes import PacketTypes
+from mqtt5 import (
+    ConnAckPacket,
+    ConnectPacket,
+    PubAckPacket,
+    PublishPacket,
+    QoS,
+    SubscribePacket,
+    TopicFilter,
+    UnsubscribePacket,
+)
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from gateway.mqtt import ConnectError, Connection, connect, network_loop, tls_context
 from gateway.route.topics import TopicScheme
 from gateway.sources.mqtt.config import MqttSourceConfig
 
@@ -48,7 +61,7 @@ KINDS = ("info", "props", "event", "command")
 FIRST_RETRY_S = 0.05
 MAX_RETRY_S = 5.0
 STABLE_S = 1.0  # a connection that lasted this long resets the back-off
-SELECT_S = 1.0  # longest wait in select: keepalive and stop are checked at least this often
+CONNECT_TIMEOUT_S = 10.0  # TCP + TLS + CONNACK
 STOP_FLUSH_S = 2.0  # how long stop() lets the DISCONNECT packet go out
 
 # Broker counters mosquitto publishes under $SYS (every `sys_interval`, retained), exported
@@ -66,11 +79,12 @@ class Delivery(NamedTuple):
     payload: bytes
     mid: int
     qos: int
+    session: int = 0  # which connection it came on: its ack is only valid there
 
 
 def new_client(config: MqttSourceConfig, client_id: str, *, manual_ack: bool) -> mqtt.Client:
-    """A paho MQTT v5 client for the source broker, with its credentials and TLS: every
-    connection the gateway makes to the local broker (data, `$SYS`, consent) starts here."""
+    """A paho MQTT v5 client for the source broker, with its credentials and TLS, for the
+    connections off the hot path (`$SYS`, consent); the data connection is `MqttSource`'s."""
     c = mqtt.Client(
         CallbackAPIVersion.VERSION2,
         client_id=client_id,
@@ -105,38 +119,23 @@ class MqttSource:
         self.shared = config.shared if shared is None else shared
         self.topics = TopicScheme(config.topic_pattern)
         # C-implemented, no Condition per put: the hand-off costs a fraction of queue.Queue.
-        # Bounded by the network loop, which reads nothing while the window is full.
+        # Bounded by the window: the connection parses nothing further while it is full.
         self.queue: queue.SimpleQueue[Delivery] = queue.SimpleQueue()
         self.window = config.receive_maximum
         self.connected = threading.Event()
-        self._received = 0  # deliveries put on the queue (network thread only)
+        self._received = 0  # deliveries put on the queue (network loop only)
         self._finished = 0  # deliveries acknowledged or finished (worker thread only)
-        self._paused = False  # the loop waits for the window to drain
-        self._stopping = False
-        self._stop_deadline = 0.0
-        self._retry_s = 0.0  # wait before the next connect attempt
-        self._up_since = 0.0  # when the current connection was accepted (0: none)
-        # Held around reconnect() and every ack: paho empties its output queue in
-        # reconnect(), and a PUBACK slipped in before the new CONNECT would be a protocol
-        # violation.
-        self._net_lock = threading.Lock()
-        self._wake_r, self._wake_w = socket.socketpair()
-        self._wake_r.setblocking(False)
-        self._wake_w.setblocking(False)
-        self._thread: threading.Thread | None = None
+        self._session = 0  # connection count: an ack goes only to the connection it came on
+        self._conn: Connection | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: concurrent.futures.Future[None] | None = None
+        self._stop: asyncio.Event | None = None
         self._on_connection = on_connection
         self._on_broker_stat = on_broker_stat
         self.client_id = f"{config.client_id or 'privacy-gateway-' + socket.gethostname()}-{worker}"
-        self._client = c = new_client(self.config, self.client_id, manual_ack=True)
-        c.on_connect = self._connected
-        c.on_disconnect = self._disconnected
-        c.on_message = self._message
-        # An external loop: paho tells us when it has something to write (an ack queued by
-        # the worker thread) instead of writing from that thread itself.
-        c.on_socket_register_write = lambda _c, _u, _s: self._wake()
         # The broker's $SYS counters come over a connection of their own (QoS 0, no
-        # session): the data connection stops reading while its window is full, which is
-        # exactly when the broker's queue and drop counts matter.
+        # session, paho: not on the hot path): the data connection stops reading while its
+        # window is full, which is exactly when the broker's queue and drop counts matter.
         self._stats: mqtt.Client | None = None
         if on_broker_stat is not None:
             self._stats = new_client(self.config, f"{self.client_id}-sys", manual_ack=False)
@@ -157,21 +156,18 @@ class MqttSource:
         """Messages received from the broker and not yet acknowledged (or finished)."""
         return self._received - self._finished
 
+    @property
+    def tls_version(self) -> str | None:
+        """The TLS version of the data connection ("TLSv1.3"), None when plain or down."""
+        conn = self._conn
+        if conn is None or conn.transport is None:
+            return None
+        obj = conn.transport.get_extra_info("ssl_object")
+        return obj.version() if isinstance(obj, ssl.SSLObject) else None
+
     def start(self) -> None:
-        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        props.SessionExpiryInterval = self.config.session_expiry_s
-        props.ReceiveMaximum = self.config.receive_maximum
-        self._client.connect_async(
-            self.config.host,
-            self.config.port,
-            keepalive=self.config.keepalive_s,
-            clean_start=False,
-            properties=props,
-        )
-        self._thread = threading.Thread(
-            target=self._run, name=f"paho-mqtt-client-{self.client_id}", daemon=True
-        )
-        self._thread.start()
+        self._loop = loop = network_loop()
+        self._task = asyncio.run_coroutine_threadsafe(self._run(), loop)
         if self._stats is not None:
             self._stats.connect_async(
                 self.config.host, self.config.port, self.config.keepalive_s, clean_start=True
@@ -179,18 +175,12 @@ class MqttSource:
             self._stats.loop_start()
 
     def stop(self) -> None:
-        """Disconnect (the session stays with the broker) and end the network thread."""
-        self._stop_deadline = time.monotonic() + STOP_FLUSH_S
-        self._stopping = True
-        self._wake()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        sock = self._client.socket()
-        if sock is not None:  # the DISCONNECT did not get out in time
-            sock.close()
-        self._wake_r.close()
-        self._wake_w.close()
+        """Disconnect (the session stays with the broker) and end the connection task."""
+        if self._loop is not None and self._task is not None:
+            self._loop.call_soon_threadsafe(self._stopping)
+            with contextlib.suppress(concurrent.futures.TimeoutError):
+                self._task.result(timeout=STOP_FLUSH_S)
+            self._task = None
         if self._stats is not None:
             self._stats.disconnect()
             self._stats.loop_stop()
@@ -199,145 +189,126 @@ class MqttSource:
         self.ack_all((d,))
 
     def ack_all(self, batch: Sequence[Delivery]) -> None:
-        """Acknowledge a finished batch; QoS 0 deliveries only leave the window."""
-        with self._net_lock:
-            for d in batch:
-                if d.qos > 0:
-                    self._client.ack(d.mid, d.qos)
+        """Acknowledge a finished batch, in order; QoS 0 deliveries only leave the window.
+        One hand-off to the network loop per batch, one write for all its PUBACKs."""
+        acks = [(d.mid, d.session) for d in batch if d.qos > 0]
         self._finished += len(batch)
-        if self._paused:
-            self._wake()
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._send_acks, acks)
 
-    # -- network loop (one thread) -----------------------------------------------------------
+    # -- the network loop -------------------------------------------------------------------
 
-    def _run(self) -> None:
-        c = self._client
-        disconnecting = False
-        while True:
-            if self._stopping:
-                if c.socket() is None or time.monotonic() > self._stop_deadline:
-                    return
-                if not disconnecting:
-                    disconnecting = True
-                    c.disconnect()  # goes out with the next write; paho then closes
-            elif c.socket() is None:
-                self._connect()
-                continue
-            self._step()
-
-    def _connect(self) -> None:
-        # After a connection that held, retry at once; one that drops right away (a
-        # client id taken over by another process, a broker refusing us) backs off.
-        if self._up_since and time.monotonic() - self._up_since >= STABLE_S:
-            self._retry_s = 0.0
-        self._up_since = 0.0
-        if self._retry_s and self._sleep(self._retry_s):
+    def _send_acks(self, acks: list[tuple[int, int]]) -> None:
+        conn = self._conn
+        if conn is None:
             return
-        self._retry_s = min(max(self._retry_s * 2, FIRST_RETRY_S), MAX_RETRY_S)
+        # An ack of an earlier connection is dropped: the broker redelivers that message,
+        # and its packet id may now name another one (a session that had expired).
+        data = b"".join(PubAckPacket(mid).write() for mid, s in acks if s == self._session)
+        if data:
+            conn.write(data)
+        if conn.paused and self._received - self._finished < self.window:
+            conn.resume()
+
+    def _stopping(self) -> None:
+        if self._stop is not None:
+            self._stop.set()
+        if self._conn is not None:
+            self._conn.close()
+
+    def _publish(self, p: PublishPacket) -> bool:
+        self._received += 1
+        self.queue.put(Delivery(p.topic, p.payload, p.packet_id or 0, int(p.qos), self._session))
+        return self._received - self._finished < self.window
+
+    def _setup(self, conn: Connection) -> None:
+        self._session += 1  # before the first PUBLISH of this connection is parsed
+        conn.on_publish = self._publish
+
+    def _report(self, up: bool, what: str) -> None:
+        if self._on_connection is not None and not (self._stop and self._stop.is_set()):
+            self._on_connection(up, what)
+
+    async def _run(self) -> None:
+        self._stop = stop = asyncio.Event()
+        retry_s = 0.0
+        while not stop.is_set():
+            up_since = await self._connect_once()
+            # After a connection that held, retry at once; one that drops right away (a
+            # client id taken over by another process, a broker refusing us) backs off.
+            if up_since and time.monotonic() - up_since >= STABLE_S:
+                retry_s = 0.0
+            if retry_s:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), retry_s)
+            retry_s = min(max(retry_s * 2, FIRST_RETRY_S), MAX_RETRY_S)
+
+    async def _connect_once(self) -> float:
+        """One connection, from CONNECT to its end; returns when it was accepted (0: never)."""
+        cfg = self.config
+        password = os.environ.get(cfg.password_env) if cfg.password_env else None
+        packet = ConnectPacket(
+            self.client_id,
+            username=cfg.username,
+            password=password.encode() if password is not None else None,
+            clean_start=False,
+            keep_alive=cfg.keepalive_s,
+            session_expiry_interval=cfg.session_expiry_s,
+            receive_max=cfg.receive_maximum,
+        )
         try:
-            with self._net_lock:
-                self._client.reconnect()
-        except (OSError, ValueError) as exc:
+            tls = None
+            if cfg.tls is not None:
+                tls = tls_context(cfg.tls.ca, cfg.tls.cert, cfg.tls.key)
+            conn, connack = await connect(
+                cfg.host, cfg.port, packet, tls=tls, timeout=CONNECT_TIMEOUT_S, setup=self._setup
+            )
+        except ConnectError as exc:
+            self._report(False, f"connect refused: {exc}")
+            return 0.0
+        except (OSError, TimeoutError, ValueError) as exc:
             # Refused, unreachable, certificate not verified: only visible here.
-            if self._on_connection and not self._stopping:
-                self._on_connection(False, f"connect failed: {type(exc).__name__}: {exc}")
+            self._report(False, f"connect failed: {type(exc).__name__}: {exc}")
+            return 0.0
+        self._conn = conn
+        if self._stop is not None and self._stop.is_set():  # stop() came while connecting
+            conn.close()
+        up_since = time.monotonic()
+        # Connected once the SUBSCRIBE is out, not when its SUBACK is read: behind a full
+        # window a resumed session's backlog comes first, and the SUBACK waits behind it.
+        subscribed = asyncio.get_running_loop().create_task(self._subscribe(conn, connack))
+        if conn.is_open:
+            self.connected.set()
+            self._report(True, "")
+        reason = await conn.closed
+        subscribed.cancel()
+        was = self.connected.is_set()
+        self.connected.clear()
+        self._conn = None
+        self._report(False, f"disconnected: {reason}" if was else reason)
+        return up_since
 
-    def _sleep(self, seconds: float) -> bool:
-        """Wait, cut short only by stop(); True if stopping."""
-        deadline = time.monotonic() + seconds
-        while not self._stopping and (left := deadline - time.monotonic()) > 0:
-            with contextlib.suppress(OSError):
-                select.select([self._wake_r], [], [], left)
-            self._drain_wake()
-        return self._stopping
-
-    def _step(self) -> None:
-        c = self._client
-        sock = c.socket()
-        if sock is None:
-            return
-        # Paused first, then the count: an ack_all() in between sees the flag and wakes us.
-        self._paused = True
-        room = self._received - self._finished < self.window
-        self._paused = not room
-        rlist: list[Any] = [self._wake_r, sock] if room else [self._wake_r]
-        wlist: list[Any] = [sock] if c.want_write() else []
-        # Bytes TLS already decrypted are invisible to select.
-        buffered = room and isinstance(sock, ssl.SSLSocket) and sock.pending() > 0
-        try:
-            readable, _, _ = select.select(rlist, wlist, [], 0.0 if buffered else SELECT_S)
-        except (OSError, ValueError):  # the socket was closed under us
-            readable = []
-        if self._wake_r in readable:
-            self._drain_wake()
-        if (
-            room
-            and (buffered or sock in readable)
-            and (c.loop_read() != MQTTErrorCode.MQTT_ERR_SUCCESS or c.socket() is None)
-        ):
-            return
-        if c.want_write() and (
-            c.loop_write() != MQTTErrorCode.MQTT_ERR_SUCCESS or c.socket() is None
-        ):
-            return
-        c.loop_misc()
-
-    def _wake(self) -> None:
-        with contextlib.suppress(OSError):  # full (a wake-up is pending anyway) or closed
-            self._wake_w.send(b"\0")
-
-    def _drain_wake(self) -> None:
-        with contextlib.suppress(OSError):
-            while self._wake_r.recv(4096):
-                pass
-
-    # -- paho callbacks (network thread) -----------------------------------------------------
-
-    def _connected(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.ConnectFlags,
-        reason: ReasonCode,
-        props: Properties | None,
-    ) -> None:
-        if reason.is_failure:
-            if self._on_connection:
-                self._on_connection(False, f"connect refused: {reason}")
-            return
-        self._up_since = time.monotonic()
+    async def _subscribe(self, conn: Connection, connack: ConnAckPacket) -> None:
         # Resubscribe at once. A resumed session still has its plain subscriptions; `$share`
         # ones are not restored by mosquitto 2.0 after a broker restart. Consent comes on a
         # connection of its own (gateway/consent/feed.py), synced before data is processed.
-        subs = [(f, SubscribeOptions(qos=1)) for f in self.data_filters()]
-        client.subscribe(subs)
-        if flags.session_present:
+        filters = [TopicFilter(f, max_qos=QoS.AT_LEAST_ONCE) for f in self.data_filters()]
+        requests: list[SubscribePacket | UnsubscribePacket] = [
+            SubscribePacket(conn.packet_id(), filters)
+        ]
+        if connack.session_present:
             # A session that was in the other mode would receive every message twice; one
             # of an older version also has consent, whose retained replays could overtake
             # newer state from the consent feed.
             old = [*self.data_filters(shared=not self.shared), self.topics.subscription("consent")]
-            client.unsubscribe(old)
-        self.connected.set()
-        if self._on_connection:
-            self._on_connection(True, "")
-
-    def _disconnected(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: mqtt.DisconnectFlags,
-        reason: ReasonCode,
-        props: Properties | None,
-    ) -> None:
-        was = self.connected.is_set()
-        self.connected.clear()
-        if self._on_connection and not self._stopping:
-            what = "disconnected" if was else "connection refused by the broker"
-            self._on_connection(False, f"{what}: {reason}")
-
-    def _message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._received += 1
-        self.queue.put(Delivery(msg.topic, bytes(msg.payload), msg.mid, msg.qos))
+            requests.append(UnsubscribePacket(conn.packet_id(), old))
+        try:
+            granted = await asyncio.gather(*(conn.request(r) for r in requests))
+        except ConnectError:  # the connection ended: the next one subscribes again
+            return
+        if any(code >= 0x80 for code in granted[0]):
+            names = ", ".join(f"{code:#04x}" for code in granted[0])
+            conn.abort(f"subscription refused ({names})")
 
     # -- the $SYS connection (paho's own thread) -------------------------------------------
 

@@ -1,0 +1,44 @@
+"""The process's network event loop: one asyncio loop in a daemon thread that every MQTT
+connection of the gateway (source and sinks) runs on.
+
+Sockets, packet parsing and acknowledgements live here; the worker thread hands it whole
+batches (acknowledgements, publishes), never single messages, so the cross-thread cost is
+paid once per batch. uvloop is used where it is installed: it halves the loop's own cost
+(bench/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+__all__ = ["network_loop"]
+
+_lock = threading.Lock()
+_loops: list[asyncio.AbstractEventLoop] = []  # the one loop, once started
+
+
+def _new_loop() -> asyncio.AbstractEventLoop:
+    try:
+        import uvloop
+    except ImportError:  # an optional speed-up, not a requirement
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
+def network_loop() -> asyncio.AbstractEventLoop:
+    """The running network loop, started on first use; it lives as long as the process."""
+    with _lock:
+        if not _loops:
+            loop = _new_loop()
+            ready = threading.Event()
+
+            def run() -> None:
+                asyncio.set_event_loop(loop)
+                loop.call_soon(ready.set)
+                loop.run_forever()
+
+            threading.Thread(target=run, name="gateway-network", daemon=True).start()
+            ready.wait()
+            _loops.append(loop)
+        return _loops[0]
