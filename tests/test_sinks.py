@@ -218,6 +218,24 @@ def test_mqtt_sink_delivers_every_record_qos1(mosquitto: Mosquitto, subscriber: 
     assert [json.loads(body)["n"] for _, body, _ in got] == list(range(n))
 
 
+def test_mqtt_sink_qos2_completes_each_flow_within_the_brokers_window(
+    mosquitto: Mosquitto, subscriber: Subscriber
+) -> None:
+    """QoS 2: each publish is done at PUBCOMP (after our PUBREL). mosquitto grants a
+    Receive Maximum of 20; a window of 1000 asked for must be held to it, or the broker
+    would refuse the excess QoS 2 flows."""
+    sink = MqttSink(mqtt_cfg(mosquitto.port, qos=2, max_inflight=1000), "de")
+    sink.open()
+    try:
+        n = 1000
+        for start in range(0, n, 250):
+            sink.write(recs(start, 250))
+        got = subscriber.wait_for(n)
+    finally:
+        sink.close()
+    assert [json.loads(body)["n"] for _, body, _ in got] == list(range(n))
+
+
 def test_mqtt_sink_erasure(mosquitto: Mosquitto, subscriber: Subscriber) -> None:
     sink = MqttSink(mqtt_cfg(mosquitto.port, topic_prefix="gw"), "sg")
     sink.open()

@@ -1,8 +1,9 @@
 """NATS JetStream sink: ``<prefix>.<region>.<product>.<kind>.<pseudonym>``, ``Nats-Msg-Id``
 dedupe; erasure purges the device's subjects.
 
-nats-py is asyncio-only while sinks are called from worker threads, so each sink runs a
-private event loop in a daemon thread and the sync methods bridge into it.
+nats-py is asyncio-only while sinks are called from the worker thread: the sink runs on the
+process's network loop (gateway/mqtt/netloop.py, shared with the MQTT connections) and the
+sync methods bridge into it, once per batch.
 
 ``write`` returns once every PubAck arrived: JetStream acks only after the message is
 stored. Each message carries ``Nats-Msg-Id: <msg_id>``, so a record re-offered after a
@@ -44,6 +45,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
+from gateway.mqtt.netloop import network_loop
 from gateway.sinks.base import OutRecord, SinkError, check_batch, check_token, erasure_body
 from gateway.sinks.nats.config import NatsSinkConfig
 
@@ -114,7 +116,6 @@ class NatsSink:
         self._base = f"{config.subject_prefix}.{region}"
         self._lock = threading.Lock()  # one batch at a time
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
         self._nc: NatsClient | None = None
         self._js: JetStreamContext | None = None
         self._stream_ready = False
@@ -138,18 +139,13 @@ class NatsSink:
 
     def close(self) -> None:
         with self._lock:
-            loop, thread = self._loop, self._thread
-            if loop is None or thread is None:
+            if self._loop is None:
                 return
             try:
                 self._call(self._aclose(), self.config.timeout_s)
             except SinkError:
                 log.warning("nats sink %s: close did not finish cleanly", self.region)
-            loop.call_soon_threadsafe(loop.stop)
-            thread.join(timeout=self.config.timeout_s)
-            if not thread.is_alive():
-                loop.close()
-            self._loop = self._thread = None
+            self._loop = None
 
     def write(self, batch: Sequence[OutRecord]) -> None:
         if not batch:
@@ -190,14 +186,9 @@ class NatsSink:
             self._call(self._apublish(msgs), self.config.timeout_s, while_progressing=True)
 
     def _ensure(self) -> None:
-        """Start the loop thread, connect, and set up the stream, as far as not done yet."""
+        """Connect and set up the stream, as far as not done yet."""
         if self._loop is None:
-            loop = asyncio.new_event_loop()
-            thread = threading.Thread(
-                target=_run_loop, args=(loop,), name=f"nats-sink-{self.region}", daemon=True
-            )
-            thread.start()
-            self._loop, self._thread = loop, thread
+            self._loop = network_loop()
         nc = self._nc
         if nc is not None and nc.is_closed:
             self._nc = self._js = None
@@ -228,7 +219,7 @@ class NatsSink:
             except (TimeoutError, nats.errors.Error, OSError, ValueError) as exc:
                 raise SinkError(f"nats sink {self.region}: {_describe(exc)}") from None
 
-    # -- coroutines (run on the private loop) ----------------------------------------
+    # -- coroutines (run on the network loop) ----------------------------------------
 
     async def _aconnect(self) -> None:
         cfg = self.config
@@ -427,11 +418,6 @@ def _auth(cfg: NatsSinkConfig) -> dict[str, Any]:
             ctx.load_cert_chain(cfg.tls.cert, cfg.tls.key)
         kw["tls"] = ctx
     return kw
-
-
-def _run_loop(loop: asyncio.AbstractEventLoop) -> None:
-    asyncio.set_event_loop(loop)
-    loop.run_forever()
 
 
 async def _close_quietly(nc: NatsClient) -> None:

@@ -166,6 +166,8 @@ class MqttSource:
         return obj.version() if isinstance(obj, ssl.SSLObject) else None
 
     def start(self) -> None:
+        # Made here, not in _run: a stop() right after start() may run before _run does.
+        self._stop = asyncio.Event()
         self._loop = loop = network_loop()
         self._task = asyncio.run_coroutine_threadsafe(self._run(), loop)
         if self._stats is not None:
@@ -230,7 +232,8 @@ class MqttSource:
             self._on_connection(up, what)
 
     async def _run(self) -> None:
-        self._stop = stop = asyncio.Event()
+        stop = self._stop
+        assert stop is not None  # made by start()
         retry_s = 0.0
         while not stop.is_set():
             up_since = await self._connect_once()
