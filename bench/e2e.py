@@ -4,7 +4,8 @@
 
 Contenders (see bench/README.md): ``c-relay`` (C on libmosquitto, acks after the upstream
 PUBACK, window 100: the limit, every report gives the others' ratios to it), ``raw`` (paho
-relay, no processing), ``raw-aiomqtt`` (the same relay with aiomqtt, asyncio), ``naive``
+relay, no processing), ``raw-aiomqtt`` (the same relay with aiomqtt, asyncio),
+``raw-mqtt5`` (the same relay on the gateway's own MQTT layer, acks after commit), ``naive``
 (paho + json + allowlist), ``gateway-mqtt`` and ``gateway-file`` (``python -m gateway
 run`` with full enforcement, MQTT or file sink), ``nodered`` (Node-RED 4.1.8, mqtt-in ->
 function -> mqtt-out). Every trial gets a fresh mosquitto on a free 127.0.0.1 port and a
@@ -82,6 +83,7 @@ CONTENDERS = (
     "c-relay",
     "raw",
     "raw-aiomqtt",
+    "raw-mqtt5",
     "naive",
     "gateway-mqtt",
     "gateway-file",
@@ -92,6 +94,7 @@ LABELS = {
     "c-relay": "C relay (libmosquitto, window 100): the limit",
     "raw": "raw relay (paho, no processing)",
     "raw-aiomqtt": "raw relay (aiomqtt, asyncio)",
+    "raw-mqtt5": "raw relay (gateway/mqtt: asyncio + mqtt5 codec, acks after commit)",
     "naive": "naive relay (paho + json + allowlist)",
     "gateway-mqtt": "gateway, MQTT sink",
     "gateway-file": "gateway, file sink (fsync)",
@@ -596,6 +599,10 @@ def start_contender(
             "relay/raw-aiomqtt",
         ]
         topic = "relay/raw-aiomqtt/#"
+    elif name == "raw-mqtt5":
+        cmd = [py, str(RELAYS / "raw_mqtt5.py"), "--port", str(port)]
+        cmd += ["--out-prefix", "relay/raw-mqtt5"]
+        topic = "relay/raw-mqtt5/#"
     elif name == "naive":
         cmd = [
             py,
@@ -1348,7 +1355,7 @@ def render(
         gs = by[g]
         others = [
             o
-            for o in ("raw", "raw-aiomqtt", "naive", "nodered", "gateway-mqtt")
+            for o in ("raw", "raw-aiomqtt", "raw-mqtt5", "naive", "nodered", "gateway-mqtt")
             if o in by and o != g
         ]
         if not others:
