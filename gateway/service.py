@@ -14,15 +14,16 @@ import queue
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
+from gateway.batches import Batches, InFlight
 from gateway.config import GatewayConfig, SinkSpec, StartupError
+from gateway.consent.erasure import Erasure
 from gateway.consent.feed import ConsentFeed
 from gateway.consent.stage import ConsentStage, Stopping
 from gateway.consent.store import ConsentStore
 from gateway.engine import Engine
-from gateway.envelope import Held, Record, encode
 from gateway.held import HeldStore
 from gateway.internal_events import Events
 from gateway.keys import load_master
@@ -31,7 +32,7 @@ from gateway.policy.model import REGIONS
 from gateway.retention import expired
 from gateway.route.router import Router, load_registry
 from gateway.route.topics import TopicScheme
-from gateway.sinks.base import OutRecord, Sink, SinkError
+from gateway.sinks.base import Sink, SinkError
 from gateway.sinks.file.config import FileSinkConfig
 from gateway.sinks.file.sink import FileSink
 from gateway.sinks.spooled import SpooledSink
@@ -39,10 +40,11 @@ from gateway.sources.mqtt.source import Delivery, MqttSource
 from gateway.spool import DAMAGE_KINDS, Spool
 from gateway.spool.spool import SpoolError
 from gateway.telemetry_http import serve_http
-from gateway.transforms.aggregate import Aggregator, encode_stats
+from gateway.transforms.aggregate import Aggregator
 from gateway.transforms.pseudonymize import KeyRing
 
 log = logging.getLogger("gateway.service")
+
 
 # A reload may not drop a product that received messages within this window.
 TRAFFIC_WINDOW_S = 600.0
@@ -99,8 +101,6 @@ class Gateway:
         except OSError as exc:
             raise StartupError(f"state_dir: {self.state}: {exc.strerror}") from None
         self.keys = KeyRing(master, config.keys.epoch)
-        # Records of earlier epochs carry other pseudonyms: erasure covers those too.
-        self._old_keys = [KeyRing(master, e) for e in range(1, config.keys.epoch)]
         self.policy_dir = Path(config.policies) if config.policies else DEFAULT_DIR
         self.consent = ConsentStore(self.state / "consent.db", self.keys.derive("consent-store"))
         registry = load_registry(Path(config.routing.registry)) if config.routing.registry else None
@@ -127,19 +127,39 @@ class Gateway:
         self.events.watch_spools(self._spool_depths)
         self.feed = ConsentFeed(config.source, worker)
         self._stop = threading.Event()
+        self._flight: InFlight | None = None  # the worker's batch whose writes have begun
+        self.sinks: dict[str, SpooledSink] = {}
+        # Enforced records no sink may receive (yet): encrypted, bounded, erasable.
+        self.held = HeldStore(self.state / "held", self.keys.derive("held"), config.held.max_bytes)
         self.consent_stage = ConsentStage(
             self.feed,
             self.consent,
             policies=self,
             topics=self.engine.topics,
             events=self.events,
-            erase=self._erase,
+            erase=Erasure(
+                products=lambda: self.engine.products,
+                old_keys=[KeyRing(master, e) for e in range(1, config.keys.epoch)],
+                held=self.held,
+                sink=self.sink,
+                worker=worker,
+                events=self.events,
+                before=self._settle_flight,
+            ),
             stop=self._stop,
             retry_s=config.spool.retry_s,
         )
-        self.sinks: dict[str, SpooledSink] = {}
-        # Enforced records no sink may receive (yet): encrypted, bounded, erasable.
-        self.held = HeldStore(self.state / "held", self.keys.derive("held"), config.held.max_bytes)
+        self.batches = Batches(
+            engine=self.engine,
+            events=self.events,
+            sink=self.sink,
+            held=self.held,
+            stats=self.stats,
+            ack=self.source.ack_all,
+            stop=self._stop,
+            retry_s=config.spool.retry_s,
+            shadow=self.shadow,
+        )
         self._reload = threading.Event()
         self._traffic: deque[tuple[float, dict[str, int]]] = deque([(time.monotonic(), {})])
         self._next_expiry = 0.0  # monotonic; the first check runs at start
@@ -170,40 +190,6 @@ class Gateway:
             self.sinks[region] = s
         return s
 
-    def _until_durable(self, sink: SpooledSink, n: int, op: Callable[[], None]) -> None:
-        """Retry `op` until the sink or its spool has it durably. Back-pressure, not loss:
-        while both refuse, nothing is acknowledged and the broker's in-flight window fills.
-        Each retry is an attempt the SpooledSink counts and logs (rate-limited)."""
-        while True:
-            try:
-                op()
-                return
-            except SinkError:
-                if self._stop.wait(self.config.spool.retry_s):
-                    self.events.records_failed(sink.name, sink.region, n)
-                    raise
-
-    def _commit(self, sink: SpooledSink, batch: Sequence[OutRecord]) -> None:
-        """`_until_durable` for records: a retry offers only what the sink has not
-        acknowledged yet (SinkError.delivered)."""
-        t0 = time.monotonic()
-        rest = batch
-        while True:
-            try:
-                spooled = sink.write(rest)
-                break
-            except SinkError as exc:
-                rest = rest[exc.delivered :]
-                if self._stop.wait(self.config.spool.retry_s):
-                    self.events.records_failed(sink.name, sink.region, len(rest))
-                    raise
-        if spooled:
-            self.events.records_spooled(sink.name, sink.region, spooled)
-        if spooled < len(batch):
-            self.events.sink_committed(
-                sink.name, sink.region, len(batch) - spooled, time.monotonic() - t0
-            )
-
     def _spool_depths(self) -> list[tuple[str, str, int, int]]:
         return [
             (s.name, s.region, s.spool.records, s.spool.disk_bytes)
@@ -232,34 +218,6 @@ class Gateway:
         p = self.engine.products.get(product)
         return None if p is None else frozenset(t.name for t in p.loaded.policy.toggles)
 
-    def _erase(self, devices: list[tuple[str, str]], requested: float) -> None:
-        """Everything of these devices' pseudonyms (every key epoch) this worker owns, one
-        pass per store; remote sinks from worker 0 only (every worker sees every
-        withdrawal)."""
-        by_region: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        pseudonyms: set[str] = set()
-        for product, device in devices:
-            p = self.engine.products.get(product)
-            if p is None:
-                continue
-            keys = [p.pseudo, *(old.for_product(product) for old in self._old_keys)]
-            for ps in keys:
-                pseudonym = ps.pseudonym("device.id", device)
-                pseudonyms.add(pseudonym)
-                for region in p.regions:
-                    by_region[region].append((product, pseudonym))
-        self.events.records_erased("held", "-", self.held.erase(pseudonyms))
-        for region, pairs in sorted(by_region.items()):
-            sink = self.sink(region)
-            if sink is None:
-                continue
-            send = self.worker == 0 or not sink.sink.remote
-            spooled, at_sink = sink.erase_many(pairs, requested, send=send)
-            self.events.records_erased("spool", region, spooled)
-            self.events.records_erased(sink.name, region, at_sink)
-            if send:
-                self.events.erasure_sent(sink.name, region, len(pairs))
-
     # -- retention --------------------------------------------------------------------------
 
     def retention_days(self, product: str, kind: str) -> int | None:
@@ -269,6 +227,7 @@ class Gateway:
 
     def expire(self, now: float | None = None) -> None:
         """Remove what the gateway stores itself once older than its retention."""
+        self._settle_flight()
         now = time.time() if now is None else now
         old = expired(self.retention_days, now)
         try:
@@ -282,117 +241,79 @@ class Gateway:
         except (SinkError, SpoolError) as exc:  # tried again at the next check
             self.events.expiry_failed(type(exc).__name__)
 
-    def _open_file_sinks(self) -> None:
-        """File sinks written by an earlier run expire even before their region has traffic."""
+    def _open_stored_sinks(self) -> None:
+        spools = self.state / "spool"
+        for d in sorted(spools.iterdir()) if spools.is_dir() else ():
+            kind, _, region = d.name.partition("-")
+            spec = self.config.sink_for(region)
+            if spec is not None and spec.type == kind:
+                self.sink(region)
         for region in sorted(REGIONS):
             spec = self.config.sink_for(region)
-            if spec is None or spec.file is None or region in self.sinks:
+            if spec is None or spec.file is None:
                 continue
-            root = Path(spec.file.dir)
-            if self.one_of_many:
-                root = root / f"worker-{self.worker}"
+            root = Path(spec.file.dir) / (f"worker-{self.worker}" if self.one_of_many else "")
             if (root / region).is_dir():
                 self.sink(region)
 
     def process(self, batch: list[Delivery]) -> None:
-        by_region: dict[str, list[OutRecord]] = defaultdict(list)
-        held: list[OutRecord] = []
-        now = time.time()
-        for d in batch:
-            parsed = self.engine.topics.parse(d.topic)
-            if parsed is not None and parsed.kind == "consent":
-                continue  # from a session of an older version: the consent feed has it
-            out = self.engine.process(d.topic, d.payload, now)
-            if isinstance(out, Record):
-                if self.shadow:
-                    self.events.message_outcome(out.product, out.kind, "shadowed")
-                    continue
-                by_region[out.region].append(
-                    OutRecord(out.id, out.product, out.kind, out.region, encode(out), out.device)
-                )
-            elif isinstance(out, Held):
-                rec = out.record
-                if not self.engine.products[rec.product].regions:
-                    # A policy that names no region: no sink may ever receive it, so it is
-                    # not kept either.
-                    self.events.held_dropped(rec.product, rec.kind)
-                elif not self.shadow:
-                    held.append(
-                        OutRecord(
-                            rec.id, rec.product, rec.kind, rec.region, encode(rec), rec.device
-                        )
-                    )
-        for region, records in by_region.items():
-            sink = self.sink(region)
-            if sink is None:  # no sink configured for a region the policy allows: hold
-                for r in records:
-                    held.append(r)
-                    self.events.message_outcome(r.product, r.kind, "held")
-                continue
-            self._commit(sink, records)
-            for r in records:
-                self.events.record_forwarded(r.product, r.kind, region)
-        if held:
-            self._hold(held)
-        self.stats.sync()  # what the batch added to open statistics windows, before its acks
-        self.source.ack_all(batch)
+        """One batch, start to end: enforced, durable, acknowledged."""
+        self.batches.settle(self.batches.begin(self.batches.prepare(batch)))
 
     def emit_stats(self) -> None:
         """Statistics of closed `aggregate` windows, to the sink of their region."""
-        due = self.engine.stats_due(time.time())
-        if not due:
-            return
-        if not self.shadow:
-            for s in due:
-                sink = self.sink(s.region)
-                if sink is not None:
-                    rec = OutRecord(s.id, s.product, s.kind, s.region, encode_stats(s))
-                    self._commit(sink, [rec])
-                self.events.stats_emitted(s.product, s.region, sink is not None)
-        self.stats.emitted(due)
-
-    def _hold(self, records: list[OutRecord]) -> None:
-        """Like a sink commit: a full disk waits and retries, it never ends the worker."""
-        while True:
-            try:
-                self.held.write(records)
-                self.events.held_depth(self.held.records, self.held.disk_bytes)
-                return
-            except SpoolError as exc:  # full (bound or disk): nothing acknowledged meanwhile
-                self.events.held_write_failed(type(exc).__name__)
-                if self._stop.wait(self.config.spool.retry_s):
-                    raise SinkError("stopping while the held store refuses") from None
+        if self.engine.stats_due(time.time()):
+            self._settle_flight()
+            self.batches.emit_stats()
 
     def _loop(self) -> None:
-        while not self._stop.is_set():
-            self._note_traffic()
-            if self._reload.is_set():
-                self._reload.clear()
-                self.reload()
-            try:
+        # One batch in flight: while its sink writes wait for their acknowledgements, the
+        # next batch is enforced. Settled before anything else touches the sinks or the
+        # held store (erasure, expiry, statistics: see _settle_flight) and whenever no
+        # message waits, so its acks are never held back.
+        try:
+            while not self._stop.is_set():
+                self._note_traffic()
+                if self.source.queue.empty():
+                    self._settle_flight()
+                if self._reload.is_set():
+                    self._reload.clear()
+                    self.reload()
                 self.consent_stage.step()
-            except Stopping:
-                return
-            if time.monotonic() >= self._next_expiry:
-                self._next_expiry = time.monotonic() + self.config.retention.check_interval_s
-                self.expire()
-            if not self.consent_stage.synced:
-                # Consent unknown where it could be withdrawn: no data until it is known.
-                self._stop.wait(0.02)
-                continue
-            batch = self._take()
-            try:
+                if time.monotonic() >= self._next_expiry:
+                    self._next_expiry = time.monotonic() + self.config.retention.check_interval_s
+                    self.expire()
+                if not self.consent_stage.synced:
+                    # Consent unknown where it could be withdrawn: no data until it is known.
+                    self._stop.wait(0.02)
+                    continue
                 self.emit_stats()
+                batch = self._take()
                 if not batch:
                     continue
-                self.process(batch)
-            except SinkError:
-                return  # stopping while a sink refuses: the broker keeps the messages
-            except Exception:
-                # Nothing of this batch was acknowledged: the broker redelivers it to the
-                # restarted process (run_worker exits non-zero when this thread ends).
-                log.exception("worker failed; exiting without acknowledging the batch")
-                return
+                prepared = self.batches.prepare(batch)
+                self._settle_flight()
+                self._flight = self.batches.begin(prepared)
+        except (Stopping, SinkError):
+            return  # stopping while a write is refused: the broker keeps the messages
+        except Exception:
+            # Nothing of the batch in hand was acknowledged: the broker redelivers it to the
+            # restarted process (run_worker exits non-zero when this thread ends).
+            log.exception("worker failed; exiting without acknowledging the batch")
+        finally:
+            flight, self._flight = self._flight, None
+            if flight is not None:
+                for p in flight.pending:
+                    if p is not None:
+                        p.abandon()
+
+    def _settle_flight(self) -> None:
+        """Finish the batch in flight. Its writes hold their sinks' order locks, so the
+        worker settles it before it erases, expires or writes anything else itself (the
+        erasure must also see every record written). Other threads leave it alone."""
+        if self._flight is not None and threading.current_thread() is self.worker_thread:
+            flight, self._flight = self._flight, None
+            self.batches.settle(flight)
 
     def _count_regions(self) -> None:
         self.events.policy_regions({p: len(c.regions) for p, c in self.engine.products.items()})
@@ -453,14 +374,9 @@ class Gateway:
             self._http = serve_http(host, int(port) + self.worker, self)
         except OSError as exc:
             raise StartupError(f"metrics_listen: {listen}: {exc.strerror}") from None
-        # Records spooled by an earlier run drain now, not when the region next gets traffic.
-        spools = self.state / "spool"
-        if spools.is_dir():
-            for d in sorted(spools.iterdir()):
-                kind, _, region = d.name.partition("-")
-                spec = self.config.sink_for(region)
-                if spec is not None and spec.type == kind:
-                    self.sink(region)
+        # Records spooled by an earlier run drain now, and its files expire, not when the
+        # region next gets traffic.
+        self._open_stored_sinks()
         self.feed.start()
         self.source.start()
         self.worker_thread = threading.Thread(target=self._loop, name="gateway-worker")

@@ -24,6 +24,7 @@ erasure never overtakes records of the device it erases.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
 import threading
@@ -44,7 +45,7 @@ from gateway.sinks.base import (
 )
 from gateway.spool.spool import Spool, SpoolError, SpoolFull
 
-__all__ = ["DeliveryObserver", "SpooledSink"]
+__all__ = ["DeliveryObserver", "Pending", "SpooledSink"]
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +148,45 @@ class SpooledSink:
             except SinkError as exc:
                 raise SinkError(str(exc), done) from exc
             return len(batch) - done
+
+    def begin(self, batch: Sequence[OutRecord]) -> Pending:
+        """`write` in two halves, for a sink that sends in the background (`submit`): start
+        the batch and return it pending; `Pending.finish()` ends it exactly as `write`
+        would (spooling what the sink refused). Until then the order lock stays held:
+        nothing overtakes the batch and the drain waits. Other sinks, and a batch that
+        must queue behind spooled records, are written at once."""
+        submit = getattr(self.sink, "submit", None)
+        if submit is None or not batch:
+            return Pending(self, batch, None, self.write(batch))
+        check_batch(self.region, batch)
+        self._lock.acquire()
+        if self.spool.records:
+            self._lock.release()
+            return Pending(self, batch, None, self.write(batch))
+        try:
+            future: concurrent.futures.Future[None] = submit(batch)
+        except BaseException:
+            self._lock.release()
+            raise
+        return Pending(self, batch, future, 0)
+
+    def _finish(self, batch: Sequence[OutRecord], future: concurrent.futures.Future[None]) -> int:
+        """The second half of `begin` (order lock held, released here)."""
+        try:
+            try:
+                future.result()
+                self._delivered()
+                return 0
+            except SinkError as exc:
+                self._failed(exc)
+                done = min(max(exc.delivered, 0), len(batch))
+            try:
+                self._append(batch[done:])
+            except SinkError as exc:
+                raise SinkError(str(exc), done) from exc
+            return len(batch) - done
+        finally:
+            self._lock.release()
 
     def erase(self, product: str, device: str, requested_at: float, *, send: bool = True) -> int:
         return self.erase_many([(product, device)], requested_at, send=send)[0]
@@ -284,6 +324,37 @@ class SpooledSink:
                 log.error(
                     "%s sink %s: drain failed: %s", self.name, self.region, type(exc).__name__
                 )
+
+
+class Pending:
+    """A batch a `SpooledSink` has begun; `finish` (or `abandon`) exactly once."""
+
+    def __init__(
+        self,
+        owner: SpooledSink,
+        batch: Sequence[OutRecord],
+        future: concurrent.futures.Future[None] | None,
+        spooled: int,
+    ) -> None:
+        self.owner = owner
+        self.batch = batch
+        self._future = future
+        self._spooled = spooled
+
+    def finish(self) -> int:
+        """Durable at the destination or in the spool on return; how many went to the spool.
+        SinkError as from `SpooledSink.write`."""
+        future, self._future = self._future, None
+        if future is None:
+            return self._spooled
+        return self.owner._finish(self.batch, future)
+
+    def abandon(self) -> None:
+        """The worker stops without waiting: nothing of the batch is acknowledged to the
+        source, so the broker redelivers whatever the sink did not get."""
+        future, self._future = self._future, None
+        if future is not None:
+            self.owner._lock.release()
 
 
 def _runs(batch: Sequence[OutRecord]) -> list[Sequence[OutRecord]]:

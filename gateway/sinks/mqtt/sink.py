@@ -4,9 +4,9 @@
 code (PUBACK, or PUBCOMP for QoS 2); a reason code >= 0x80 is a failure, never a success.
 The connection runs on the process's network loop (gateway/mqtt): a window's worth of
 publishes goes out in one write, and the worker thread waits once per batch, not per
-message. After any failure the connection is thrown away and the next ``write`` opens a
-clean one: nothing we reported as failed is replayed behind the caller's back (the caller
-re-offers it).
+message; with ``submit`` it waits only after it has enforced its next batch. After any
+failure the connection is thrown away and the next ``write`` opens a clean one: nothing we
+reported as failed is replayed behind the caller's back (the caller re-offers it).
 
 At most ``window`` publishes are outstanding at once, where ``window`` is the smaller of
 ``max_inflight`` and the broker's MQTT v5 Receive Maximum.
@@ -15,9 +15,9 @@ At most ``window`` publishes are outstanding at once, where ``window`` is the sm
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import secrets
-import threading
 import time
 from collections.abc import Coroutine, Sequence
 from typing import Any, TypeVar
@@ -86,7 +86,8 @@ class MqttSink:
         self.region = region
         self.client_id = config.client_id or f"gateway-sink-{region}-{secrets.token_hex(4)}"
         self._base = f"{config.topic_prefix}/{region}"
-        self._lock = threading.Lock()  # one batch at a time on the connection
+        # One batch at a time on the connection; everything below runs on the network loop.
+        self._busy = asyncio.Lock()
         self._conn: Connection | None = None
         self._window = config.max_inflight
 
@@ -96,22 +97,21 @@ class MqttSink:
         return conn is not None and conn.is_open
 
     def open(self) -> None:
-        with self._lock:
-            self._call(self._ensure_conn())
+        self._run(self._ensure_conn()).result()
 
     def close(self) -> None:
-        with self._lock:
-            conn, self._conn = self._conn, None
-            if conn is not None:
-                network_loop().call_soon_threadsafe(conn.close)
+        self._run(self._close()).result()
 
     def write(self, batch: Sequence[OutRecord]) -> None:
-        if not batch:
-            return
+        if batch:
+            self.submit(batch).result()
+
+    def submit(self, batch: Sequence[OutRecord]) -> concurrent.futures.Future[None]:
+        """`write` started on the network loop: the worker enforces its next batch while
+        this one waits for its PUBACKs. The future's result is `write`'s (SinkError)."""
         check_batch(self.region, batch)
         msgs = [(f"{self._base}/{r.product}/{r.kind}", r.body) for r in batch]
-        with self._lock:
-            self._call(self._publish_all(msgs))
+        return self._run(self._publish_all(msgs))
 
     def erase(self, product: str, device: str, requested_at: float) -> None:
         self.erase_many([(product, device)], requested_at)
@@ -126,16 +126,24 @@ class MqttSink:
             body = erasure_body(product, device, requested_at)
             msgs.append((f"{self._base}/erasure", body))
             tombstones.append((f"{self._base}/erasure/{product}/{device}", body))
-        with self._lock:
-            self._call(self._publish_all(msgs))
-            self._call(self._publish_all(tombstones, retain=True))
+        self._run(self._publish_all(msgs)).result()
+        self._run(self._publish_all(tombstones, retain=True)).result()
         return 0  # the broker keeps nothing of ours but the tombstones
 
-    # -- on the network loop (self._lock held by the caller) ------------------------------
+    # -- on the network loop --------------------------------------------------------------
 
-    def _call(self, coro: Coroutine[Any, Any, T]) -> T:
-        # The coroutine bounds its own waits (connect, PUBACK progress).
-        return asyncio.run_coroutine_threadsafe(coro, network_loop()).result()
+    def _run(self, coro: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        # Each coroutine bounds its own waits (connect, PUBACK progress).
+        async def serial() -> T:
+            async with self._busy:
+                return await coro
+
+        return asyncio.run_coroutine_threadsafe(serial(), network_loop())
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
 
     def _fail(self, what: str, delivered: int = 0) -> SinkError:
         conn, self._conn = self._conn, None
