@@ -31,7 +31,7 @@ from gateway.sinks.nats.config import NatsSinkConfig
 from gateway.sources.mqtt import Delivery, MqttSource
 from gateway.sources.mqtt.config import MqttSourceConfig
 from gateway.spool.config import SpoolConfig
-from gateway.spool.spool import HEADER_BYTES, LEN
+from gateway.spool.frames import HEADER_BYTES, LEN
 from tests.proxy import TcpProxy
 from tests.servers import Mosquitto, NatsServer, free_port
 from tests.test_service import (

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from gateway.sinks.base import OutRecord
 from gateway.spool import Spool, SpoolError, SpoolFull
-from gateway.spool.spool import HEADER_BYTES, LEN, TAG_BYTES
+from gateway.spool.frames import HEADER_BYTES, LEN, TAG_BYTES
 
 pytestmark = pytest.mark.timeout(20)
 
