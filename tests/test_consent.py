@@ -9,6 +9,7 @@ import json
 import logging
 import sqlite3
 import subprocess
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +22,13 @@ from gateway.consent.state import ConsentError, ConsentState, parse_consent
 from gateway.consent.store import ConsentStore
 from gateway.service import Gateway
 from gateway.sinks.file.config import FileSinkConfig
+from gateway.sinks.mqtt.config import MqttSinkConfig
 from gateway.sinks.nats.config import NatsSinkConfig
 from gateway.sources.mqtt.config import MqttSourceConfig
 from gateway.spool.config import SpoolConfig
 from tests.servers import Mosquitto, NatsServer, free_port
 from tests.test_service import TEST_POLICIES, Publisher, config, publisher, records, wait_for
+from tests.test_sinks import Subscriber
 
 __all__ = ["publisher"]  # the fixture, shared with test_service
 
@@ -299,3 +302,53 @@ def _fill(path: Path) -> None:
                 fh.flush()
         except OSError:
             pass
+
+
+def test_erasure_request_follows_every_record_already_in_flight(
+    tmp_path: Path, mosquitto: Mosquitto, publisher: Publisher
+) -> None:
+    """The worker enforces a batch while the previous one's MQTT sink writes wait for their
+    PUBACKs. A withdrawal amid a stream: every record of the device the regional broker got
+    comes before the erasure request (an in-order consumer deletes them all), none after."""
+    cfg = config(
+        tmp_path,
+        mosquitto.port,
+        policies=str(TEST_POLICIES),
+        routing=Routing(default_region="de"),
+        sinks=(
+            SinkSpec(
+                type="mqtt",
+                mqtt=MqttSinkConfig(host="127.0.0.1", port=mosquitto.port, topic_prefix="out"),
+            ),
+        ),
+    )
+    sub = Subscriber(mosquitto.port, topic="out/#")
+    gw = Gateway(cfg)
+    gw.start()
+    try:
+        wait_for(gw.is_ready, what="gateway ready")
+        n = 3000
+        infos = []
+        for i in range(n):
+            if i == n // 3:
+                publisher.send("miot/purifier/devA/consent", b'{"withdrawn": true}', retain=True)
+            dev = "devA" if i % 2 else "devB"
+            infos.append(publisher.client.publish(f"miot/purifier/{dev}/props", PROPS % (i, i)))
+        for info in infos:
+            info.wait_for_publish(30)
+        wait_for(lambda: gw.source.unacked == 0 and gw.source.queue.empty(), timeout=30)
+        wait_for(lambda: any(t == "out/de/erasure" for t, _, _ in sub.msgs), what="request")
+        time.sleep(0.5)
+        pseudo = gw.engine.products["purifier"].pseudo
+        a = pseudo.pseudonym("device.id", "devA")
+        got = list(sub.msgs)
+    finally:
+        gw.stop()
+        sub.close()
+    requests = [i for i, (t, _, _) in enumerate(got) if t == "out/de/erasure"]
+    assert len(requests) == 1 and json.loads(got[requests[0]][1])["device"] == a
+    of_a = [i for i, (t, body, _) in enumerate(got) if t.endswith("/props") and a in str(body)]
+    assert of_a, "records of the device before its withdrawal"
+    assert max(of_a) < requests[0]
+    of_b = [json.loads(b)["data"]["id"] for t, b, _ in got if t.endswith("/props")]
+    assert len([i for i in of_b if i % 2 == 0]) == n // 2  # devB: every one, nothing lost
