@@ -32,6 +32,8 @@ from gateway.transforms.pseudonymize import KeyRing, Pseudonymizer
 
 MAX_DEVICE_ID = 128
 UNDECLARED_MEMO = 256
+LAYOUT_MEMO = 256  # key layouts remembered per node
+LAYOUT_KEYS = 64  # longer layouts are not remembered: bounded memory
 ROUTE_MEMO = 65536
 
 
@@ -224,16 +226,17 @@ class Engine:
         return Rejection(product, kind, reason)
 
     def _count_undeclared(self, node: Node, obj: dict[str, Any], pid: str, kind: str) -> None:
-        extra = obj.keys() - node.declared
-        if extra:
+        # A fleet sends few key layouts per node: remember each layout's undeclared counter
+        # keys (one per undeclared key), bounded, as layouts are chosen by the sender.
+        layout = tuple(obj)
+        extras = node.layouts.get(layout)
+        if extras is None:
+            extras = self._undeclared_keys(node, obj, pid, kind)
+            if len(node.layouts) < LAYOUT_MEMO and len(layout) <= LAYOUT_KEYS:
+                node.layouts[layout] = extras
+        if extras:
             counts = self.events.undeclared
-            memo = node.undeclared
-            for key in extra:
-                ck = memo.get(key)
-                if ck is None:
-                    ck = self.events.undeclared_key(pid, kind, node.prefix, key)
-                    if len(memo) < UNDECLARED_MEMO:  # keys are attacker-chosen: bounded
-                        memo[key] = ck
+            for ck in extras:
                 counts[ck] += 1
         for sub in node.nodes:
             v = obj.get(sub.name)
@@ -244,6 +247,21 @@ class Engine:
                             self._count_undeclared(sub, item, pid, kind)
             elif type(v) is dict:
                 self._count_undeclared(sub, v, pid, kind)
+
+    def _undeclared_keys(
+        self, node: Node, obj: dict[str, Any], pid: str, kind: str
+    ) -> tuple[tuple[str, str, str], ...]:
+        """The counter key of each key of `obj` the node does not declare (bounded labels)."""
+        out: list[tuple[str, str, str]] = []
+        memo = node.undeclared
+        for key in obj.keys() - node.declared:
+            ck = memo.get(key)
+            if ck is None:
+                ck = self.events.undeclared_key(pid, kind, node.prefix, key)
+                if len(memo) < UNDECLARED_MEMO:  # keys are attacker-chosen: bounded
+                    memo[key] = ck
+            out.append(ck)
+        return tuple(out)
 
     def stats_due(self, now: float) -> list[Stats]:
         """Statistics of every `aggregate` window that has closed by `now`."""

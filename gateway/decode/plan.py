@@ -125,6 +125,8 @@ class Node:
     struct: type[msgspec.Struct] | None = None
     # Undeclared key -> its counter key, so a fleet's recurring extras cost one dict lookup.
     undeclared: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    # Key layout (keys in wire order) -> the counter keys of its undeclared keys.
+    layouts: dict[tuple[str, ...], tuple[tuple[str, str, str], ...]] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
