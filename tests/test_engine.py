@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
+from hashlib import blake2b
 from pathlib import Path
 from typing import Any
 
@@ -816,6 +817,32 @@ def test_record_id_is_a_stable_dedupe_key(engine: Engine) -> None:
     d = record(process(engine, f"miot/{PID}/other/info", FULL_INFO))
     assert a.id == b.id
     assert len({a.id, c.id, d.id}) == 3
+
+
+def test_record_id_is_the_keyed_digest_of_topic_and_payload(engine: Engine) -> None:
+    # Sinks dedupe on it across restarts and versions: its definition must not drift.
+    raw = j(FULL_INFO)
+    for _ in range(2):  # the first message of a topic, then one with its route remembered
+        rec = record(engine.process(INFO, raw, NOW))
+        key = KeyRing(MASTER).derive("message-id")
+        want = blake2b(INFO.encode() + b"\x00" + raw, key=key, digest_size=16).hexdigest()
+        assert rec.id == want
+
+
+def test_fields_named_like_python_keywords_or_private_names(tmp_path: Path) -> None:
+    # The field actions run as generated code: such names must still be read and kept.
+    def add_fields(text: str) -> str:
+        extra = "".join(
+            f'  {{ path = "{name}", type = "int", category = "device.uptime", action = "keep", '
+            f'purpose = "diagnostics", cite = "test.txt § Collection", min = 0, max = 9 }},\n'
+            for name in ("class", "_flag", "params_x")
+        )
+        return text.replace("fields = [\n", "fields = [\n" + extra, 1)
+
+    write_policy(tmp_path, PID, add_fields)
+    eng = make_engine(load_dir(tmp_path))
+    out = record(process(eng, INFO, {**FULL_INFO, "class": 1, "_flag": 2, "params_x": 3}))
+    assert (out.data["class"], out.data["_flag"], out.data["params_x"]) == (1, 2, 3)
 
 
 # -- hot reload ---------------------------------------------------------------------------------
