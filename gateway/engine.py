@@ -115,7 +115,7 @@ class Engine:
         """Compile first, then swap one reference: a message sees the old set or the new."""
         products = compile_products(policies, self.keys)
         self.products = products
-        self._routes = {}  # routes name the old products: start over
+        self._routes = {}  # routes name the old products: start over (after the swap)
         self.events.policies_loaded({p: c.loaded.hash for p, c in products.items()})
 
     def _reject(self, product: str, kind: str, reason: str, field: str | None = None) -> Rejection:
@@ -125,6 +125,9 @@ class Engine:
     def _route(self, topic: str) -> Route | Rejection:
         """The topic's product, kind and device, or why the message cannot have any (then
         counted received and rejected here)."""
+        # Read before the products: `reload` swaps products, then routes, so a route built
+        # from old products can only land in the old memo, which is dropped.
+        routes = self._routes
         parsed = self.topics.parse(topic)
         if parsed is None:
             self.events.message_received(UNKNOWN, UNKNOWN)
@@ -145,7 +148,6 @@ class Engine:
         seed = blake2b(topic.encode() + b"\x00", key=self._id_key, digest_size=16)
         pseudonym = product.pseudo.pseudonym("device.id", device)
         route = Route(product, plan, kind, device, topic_region, pseudonym, seed)
-        routes = self._routes
         if len(routes) >= ROUTE_MEMO:  # topics are chosen by whoever publishes: bounded
             routes.clear()
         routes[topic] = route
