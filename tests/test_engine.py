@@ -830,7 +830,7 @@ def test_record_id_is_the_keyed_digest_of_topic_and_payload(engine: Engine) -> N
 
 
 def test_fields_named_like_python_keywords_or_private_names(tmp_path: Path) -> None:
-    # The field actions run as generated code: such names must still be read and kept.
+    # Policy paths become attribute names of the typed message: such names must still be read.
     def add_fields(text: str) -> str:
         extra = "".join(
             f'  {{ path = "{name}", type = "int", category = "device.uptime", action = "keep", '
