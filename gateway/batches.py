@@ -121,7 +121,7 @@ class Batches:
                 try:
                     pending.append(sink.begin(records))
                 except SinkError:
-                    pending.append(None)  # sink and spool refused: retried in _settle
+                    pending.append(None)  # sink and spool refused: retried in settle
         except BaseException:
             for p in pending:
                 if p is not None:

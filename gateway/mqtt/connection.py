@@ -68,7 +68,7 @@ class Connection(asyncio.Protocol):
     # -- asyncio.Protocol ---------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.transport = cast(asyncio.Transport, transport)  # create_connection's: a Transport
         sock = transport.get_extra_info("socket")
         self._sock = sock if sock is not None and hasattr(socket, "TCP_QUICKACK") else None
 
@@ -200,7 +200,8 @@ class Connection(asyncio.Protocol):
                     self.abort(f"disconnected by the broker: {packet.reason_code.name}")
                     return
         except ValueError as exc:  # malformed: the stream cannot be trusted any further
-            self.abort(f"malformed packet from the broker: {exc}")
+            # The codec's message may quote the packet (a topic names a device): type only.
+            self.abort(f"malformed packet from the broker ({type(exc).__name__})")
             return
         finally:
             view.release()
