@@ -133,21 +133,15 @@ class SpooledSink:
         # the drain forever.
         check_batch(self.region, batch)
         with self._lock:
-            done = 0
-            if self.spool.records == 0:
-                try:
-                    self.sink.write(batch)
-                    self._delivered()
-                    return 0
-                except SinkError as exc:
-                    self._failed(exc)
-                    # What the sink acknowledged is done: only the rest is spooled.
-                    done = min(max(exc.delivered, 0), len(batch))
+            if self.spool.records:
+                self._append(batch)  # behind what is spooled, never ahead of it
+                return len(batch)
             try:
-                self._append(batch[done:])
+                self.sink.write(batch)
             except SinkError as exc:
-                raise SinkError(str(exc), done) from exc
-            return len(batch) - done
+                return self._spool_rest(batch, exc)
+            self._delivered()
+            return 0
 
     def begin(self, batch: Sequence[OutRecord]) -> Pending:
         """`write` in two halves, for a sink that sends in the background (`submit`): start
@@ -175,18 +169,23 @@ class SpooledSink:
         try:
             try:
                 future.result()
-                self._delivered()
-                return 0
             except SinkError as exc:
-                self._failed(exc)
-                done = min(max(exc.delivered, 0), len(batch))
-            try:
-                self._append(batch[done:])
-            except SinkError as exc:
-                raise SinkError(str(exc), done) from exc
-            return len(batch) - done
+                return self._spool_rest(batch, exc)
+            self._delivered()
+            return 0
         finally:
             self._lock.release()
+
+    def _spool_rest(self, batch: Sequence[OutRecord], exc: SinkError) -> int:
+        """The sink refused the batch (order lock held): what it acknowledged is done, only
+        the rest is spooled. SinkError (with `delivered`) when the spool refuses too."""
+        self._failed(exc)
+        done = min(max(exc.delivered, 0), len(batch))
+        try:
+            self._append(batch[done:])
+        except SinkError as err:
+            raise SinkError(str(err), done) from err
+        return len(batch) - done
 
     def erase(self, product: str, device: str, requested_at: float, *, send: bool = True) -> int:
         return self.erase_many([(product, device)], requested_at, send=send)[0]
