@@ -115,6 +115,15 @@ class _Server:
         while port_open(self.port) and time.monotonic() < deadline:
             time.sleep(0.02)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process hangs, its sockets stay open (a wedged broker)."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """Hard stop (SIGKILL): no graceful shutdown, like a crash."""
         if self._proc is not None and self._proc.poll() is None:
