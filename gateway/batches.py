@@ -25,7 +25,7 @@ from gateway.sinks.base import OutRecord, SinkError
 from gateway.sinks.spooled import Pending, SpooledSink
 from gateway.sources.mqtt.source import Delivery
 from gateway.spool.spool import SpoolError
-from gateway.transforms.aggregate import Aggregator, encode_stats
+from gateway.transforms.aggregate import Aggregator, Stats, encode_stats
 
 
 class Prepared(NamedTuple):
@@ -83,9 +83,7 @@ class Batches:
                 if self.shadow:
                     self.events.message_outcome(out.product, out.kind, "shadowed")
                     continue
-                by_region[out.region].append(
-                    OutRecord(out.id, out.product, out.kind, out.region, encode(out), out.device)
-                )
+                by_region[out.region].append(_out_record(out))
             elif isinstance(out, Held):
                 rec = out.record
                 if not self.engine.products[rec.product].regions:
@@ -93,11 +91,7 @@ class Batches:
                     # not kept either.
                     self.events.held_dropped(rec.product, rec.kind)
                 elif not self.shadow:
-                    held.append(
-                        OutRecord(
-                            rec.id, rec.product, rec.kind, rec.region, encode(rec), rec.device
-                        )
-                    )
+                    held.append(_out_record(rec))
         writes: list[tuple[SpooledSink, list[OutRecord]]] = []
         for region, records in by_region.items():
             sink = self.sink(region)
@@ -160,11 +154,8 @@ class Batches:
             self.hold(prep.held)
         self.ack(prep.batch)
 
-    def emit_stats(self) -> None:
-        """Statistics of closed `aggregate` windows, to the sink of their region."""
-        due = self.engine.stats_due(time.time())
-        if not due:
-            return
+    def emit_stats(self, due: list[Stats]) -> None:
+        """Statistics of these closed `aggregate` windows, to the sink of their region."""
         if not self.shadow:
             for s in due:
                 sink = self.sink(s.region)
@@ -208,3 +199,7 @@ class Batches:
                 self.events.held_write_failed(type(exc).__name__)
                 if self.stop.wait(self.retry_s):
                     raise SinkError("stopping while the held store refuses") from None
+
+
+def _out_record(rec: Record) -> OutRecord:
+    return OutRecord(rec.id, rec.product, rec.kind, rec.region, encode(rec), rec.device)

@@ -262,9 +262,10 @@ class Gateway:
 
     def emit_stats(self) -> None:
         """Statistics of closed `aggregate` windows, to the sink of their region."""
-        if self.engine.stats_due(time.time()):
+        due = self.engine.stats_due(time.time())
+        if due:
             self._settle_flight()
-            self.batches.emit_stats()
+            self.batches.emit_stats(due)
 
     def _loop(self) -> None:
         # One batch in flight: while its sink writes wait for their acknowledgements, the

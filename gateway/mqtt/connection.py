@@ -36,8 +36,8 @@ class ConnectError(Exception):
 
 
 def tls_context(ca: str | None, cert: str | None, key: str | None) -> ssl.SSLContext:
-    """Verify the broker (its CA or the system store, and its host name); present a client
-    certificate for mutual TLS when one is configured."""
+    """Verify the server (its CA or the system store, and its host name); present a client
+    certificate for mutual TLS when one is configured. The NATS sink's too."""
     ctx = ssl.create_default_context(cafile=ca)
     if cert is not None:
         ctx.load_cert_chain(cert, key)
@@ -134,13 +134,12 @@ class Connection(asyncio.Protocol):
         if seconds > 0 and self._keepalive is None:
             self._keepalive = asyncio.get_running_loop().create_task(self._ping(seconds))
 
-    def close(self, disconnect: bool = True) -> None:
+    def close(self) -> None:
         """Send DISCONNECT (normal: the session stays with the broker) and close once the
         buffered bytes are out."""
         if self.transport is None or not self.is_open:
             return
-        if disconnect:
-            self.transport.write(mqtt5.DisconnectPacket().write())
+        self.transport.write(mqtt5.DisconnectPacket().write())
         self.transport.close()
         self._lost("closed by the gateway")
 

@@ -29,7 +29,6 @@ import json
 import logging
 import math
 import os
-import ssl
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -45,7 +44,7 @@ from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 from nats.js.api import StorageType, StreamConfig
 
-from gateway.mqtt.netloop import network_loop
+from gateway.mqtt import network_loop, tls_context
 from gateway.sinks.base import OutRecord, SinkError, check_batch, check_token, erasure_body
 from gateway.sinks.nats.config import NatsSinkConfig
 
@@ -413,10 +412,7 @@ def _auth(cfg: NatsSinkConfig) -> dict[str, Any]:
                 raise SinkError(f"${cfg.password_env} is not set")
             kw["password"] = password
     if cfg.tls is not None:
-        ctx = ssl.create_default_context(cafile=cfg.tls.ca)
-        if cfg.tls.cert is not None:
-            ctx.load_cert_chain(cfg.tls.cert, cfg.tls.key)
-        kw["tls"] = ctx
+        kw["tls"] = tls_context(cfg.tls.ca, cfg.tls.cert, cfg.tls.key)
     return kw
 
 

@@ -82,6 +82,11 @@ class Delivery(NamedTuple):
     session: int = 0  # which connection it came on: its ack is only valid there
 
 
+def _password(config: MqttSourceConfig) -> str | None:
+    """The password from the environment variable the config names (never from the file)."""
+    return os.environ.get(config.password_env) if config.password_env else None
+
+
 def new_client(config: MqttSourceConfig, client_id: str, *, manual_ack: bool) -> mqtt.Client:
     """A paho MQTT v5 client for the source broker, with its credentials and TLS, for the
     connections off the hot path (`$SYS`, consent); the data connection is `MqttSource`'s."""
@@ -92,8 +97,7 @@ def new_client(config: MqttSourceConfig, client_id: str, *, manual_ack: bool) ->
         manual_ack=manual_ack,
     )
     if config.username is not None:
-        password = os.environ.get(config.password_env) if config.password_env else None
-        c.username_pw_set(config.username, password)
+        c.username_pw_set(config.username, _password(config))
     if config.tls is not None:
         c.tls_set(
             ca_certs=config.tls.ca,
@@ -249,7 +253,7 @@ class MqttSource:
     async def _connect_once(self) -> float:
         """One connection, from CONNECT to its end; returns when it was accepted (0: never)."""
         cfg = self.config
-        password = os.environ.get(cfg.password_env) if cfg.password_env else None
+        password = _password(cfg)
         packet = ConnectPacket(
             self.client_id,
             username=cfg.username,
