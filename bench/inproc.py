@@ -14,6 +14,13 @@ c. ``naive``: ``json.loads`` + a dict filter by an allowlist of paths taken from
    policies + ``hmac``/``hashlib`` SHA-256 of identifiers + ``json.dumps``: what users write.
    It checks nothing (no limits, no duplicate keys, no types, no consent, no redaction) and
    drops IPs instead of coarsening them.
+d. ``floor``: the steps of (b) that run in C, with none of its Python policy work: the
+   engine's route per topic, a dict decode, ``msgspec.convert`` into the product's compiled
+   types (value domains included), the keyed id digest, a ``Record`` of every declared value
+   (``msgspec.to_builtins``) and its encoding. Not a product (no field actions, no
+   pseudonyms, no identifier floor, no consent, no counters): what this design costs before
+   any per-field decision, so b/d is the price of the Python policy walk and d/a the floor
+   any engine built on these types pays.
 
 A second section, the identifier scanner (gateway/transforms/redact.py, run by the engine on
 every forwarded string): its cost per typical kept string, and on hostile 64 KiB strings, side
@@ -47,13 +54,14 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
-from gateway.decode.plan import effective_action
-from gateway.engine import Engine
-from gateway.envelope import Held, Record, encode
+from gateway.decode.plan import as_declared, effective_action
+from gateway.engine import Engine, Route
+from gateway.envelope import Held, Record, Rejection, encode
 from gateway.fleet import make_devices, stream
 from gateway.policy.loader import LoadedPolicy, load_dir
 from gateway.policy.model import IDENTIFIERS
@@ -160,6 +168,60 @@ def make_naive(policies: Mapping[str, LoadedPolicy]) -> Callable[[Sequence[Messa
             record: dict[str, Any] = {"product": product, "kind": kind, "device": h(device)}
             record["data"] = keep(obj, paths, "")
             n += len(json.dumps(record))
+        return n
+
+    return run
+
+
+def make_floor(engine: Engine, msgs: Sequence[Message]) -> Callable[[Sequence[Message]], int]:
+    """(d): see the module's docstring. Each message costs the C steps its outcome in (b)
+    costs: a rejection before the typed decode (bad topic, undeclared kind, no consent) is a
+    decode and an encoded Rejection; `nothing_declared` adds the typed decode; a record adds
+    the id, the Record and its encoding."""
+    routes: dict[str, Route] = engine._routes
+    steps: dict[bytes, int] = {}  # payload -> 0 rejected early, 1 after convert, 2 record
+    for topic, payload in msgs:  # once, untimed: (b)'s outcome of each message
+        out = engine.process(topic, payload, NOW)
+        early = isinstance(out, Rejection) and out.reason != "nothing_declared"
+        steps[payload] = 0 if early else 1 if isinstance(out, Rejection) else 2
+    dec = msgspec.json.Decoder()
+    when = datetime.fromtimestamp(NOW, UTC)
+    to_builtins = msgspec.to_builtins
+
+    def run(msgs: Sequence[Message]) -> int:
+        n = 0
+        for topic, payload in msgs:
+            obj = dec.decode(payload)
+            step = steps[payload]
+            route = routes.get(topic)
+            if step == 0 or route is None:
+                n += len(encode(Rejection("_unknown", "_unknown", "no_consent")))
+                continue
+            shape = route.plan.shape_of(obj)
+            assert shape is not None
+            as_declared(shape, obj)
+            try:
+                typed = msgspec.convert(obj, shape.type)
+            except msgspec.ValidationError:
+                typed = None  # a field outside its domain: (b) drops it and goes on
+            if step == 1 or typed is None:
+                n += len(encode(Rejection(route.kind, route.kind, "nothing_declared")))
+                continue
+            digest = route.id_seed.copy()
+            digest.update(payload)
+            product = route.product
+            record = Record(
+                id=digest.hexdigest(),
+                product=product.ref.id,
+                kind=route.kind,
+                device=route.pseudonym,
+                region="us",
+                received=when,
+                policy=product.ref,
+                key=product.key_id,
+                data=to_builtins(typed),
+            )
+            n += len(encode(record))
         return n
 
     return run
@@ -394,6 +456,7 @@ def main(argv: list[str] | None = None) -> int:
         "naive": make_naive(policies),
     }
     mix = outcome_mix(engine, msgs)
+    contenders["floor"] = make_floor(engine, msgs)
     passes = {name: passes_for(fn, msgs, args.min_time) for name, fn in contenders.items()}
     rates: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(args.reps):
@@ -421,6 +484,8 @@ def main(argv: list[str] | None = None) -> int:
         },
         "ratio_gateway_over_msgspec": round(med["gateway"] / med["msgspec"], 4),
         "ratio_naive_over_gateway": round(med["naive"] / med["gateway"], 4),
+        "ratio_floor_over_msgspec": round(med["floor"] / med["msgspec"], 4),
+        "ratio_gateway_over_floor": round(med["gateway"] / med["floor"], 4),
     }
     if not args.skip_scanner:
         result["scanner"] = scanner_section(args.reps)
@@ -438,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
             "msgspec": "(a) msgspec decode+encode",
             "gateway": "(b) gateway Engine.process+encode",
             "naive": "(c) naive json+allowlist+hmac",
+            "floor": "(d) floor: (b)'s C steps, no policy walk",
         }
         for name, r in rates.items():
             print(
@@ -447,6 +513,8 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(f"b/a (gateway / msgspec limit): {result['ratio_gateway_over_msgspec']:.3f}")
         print(f"c/b (naive / gateway): {result['ratio_naive_over_gateway']:.3f}")
+        print(f"d/a (floor / msgspec limit): {result['ratio_floor_over_msgspec']:.3f}")
+        print(f"b/d (gateway / floor): {result['ratio_gateway_over_floor']:.3f}")
         print(f"gateway outcomes over the set: {mix}")
         if "scanner" in result:
             print_scanner(result["scanner"])
