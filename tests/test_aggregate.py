@@ -13,6 +13,7 @@ from typing import Any
 from gateway.config import GatewayConfig, Routing
 from gateway.policy.loader import DEFAULT_DIR
 from gateway.service import Gateway
+from gateway.transforms.aggregate import Aggregator
 from tests.servers import Mosquitto
 from tests.test_service import (  # the fixture is shared with the service tests
     Publisher,
@@ -105,6 +106,9 @@ def test_restart_within_a_window_does_not_double_count(
         pub.send(f"miot/mijia-camera/{dev}/info", _info(GB, i))
     wait_for(lambda: len(records(tmp_path / "sinks", "us")) >= 3, what="records")
     gw.stop()
+    # What carried the count across the restart is sealed: no country, no JSON on disk.
+    log = (tmp_path / "state" / "worker-0" / "aggregate.log").read_bytes()
+    assert len(log.splitlines()) == 3 and b"GB" not in log and b"[" not in log
     gw2 = gateway_factory(cfg)
     for i, dev in enumerate(["a", "b", "c", "d"]):  # three seen before the restart, one new
         pub.send(f"miot/mijia-camera/{dev}/info", _info(GB, 10 + i))
@@ -114,3 +118,25 @@ def test_restart_within_a_window_does_not_double_count(
     assert [s["devices_by_country"] for s in _stats(tmp_path)] == [{"GB": 4}]
     pub.close()
     gw2.stop()
+
+
+def test_a_log_in_clear_from_an_older_version_is_read_then_sealed(tmp_path: Path) -> None:
+    key, log = bytes(32), tmp_path / "aggregate.log"
+    start = int(time.time() // 3600) * 3600
+    clear = [
+        json.dumps(["mijia-camera", "us", start, 3600, "GB", f"{i:024x}"]).encode()
+        for i in range(3)
+    ]
+    log.write_bytes(b"\n".join(clear) + b"\n" + b'["mijia-camera","us",')  # torn last line
+    agg = Aggregator(key, log)
+    assert agg.damaged_lines == 1
+    on_disk = log.read_bytes()
+    assert len(on_disk.splitlines()) == 3 and b"GB" not in on_disk
+    # The same three devices after a restart, and a fourth: counted once each.
+    agg = Aggregator(key, log)
+    agg.observe("mijia-camera", "us", "GB", "new-device", at=start + 1, length=3600)
+    agg.sync()
+    cells = Aggregator(key, log)._cells[("mijia-camera", "us", start, 3600)]
+    assert {c: len(d) for c, d in cells.items()} == {"GB": 4}
+    # Another key cannot read it: every line counted as damaged, nothing made up.
+    assert Aggregator(bytes([1]) * 32, log).damaged_lines == 4

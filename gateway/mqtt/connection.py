@@ -117,6 +117,9 @@ class Connection(asyncio.Protocol):
         if not self.paused:
             return
         self.paused = False
+        # The broker's replies waited unread in the socket: the keepalive verdict starts
+        # over, or a long pause would read as a silent broker before the first read.
+        self.last_read = time.monotonic()
         self._parse()
         if not self.paused and self.transport is not None and self.is_open:
             self.transport.resume_reading()

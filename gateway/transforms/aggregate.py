@@ -5,22 +5,29 @@ cell below the policy's k-anonymity threshold suppressed and no device named.
 
 Observations are kept as keyed digests of (country, device pseudonym), appended durably before
 the batch that carried them is acknowledged, so a restart within a window neither loses nor
-double-counts a device.
+double-counts a device. Each line of that log is sealed (AES-GCM, a key of its own): in clear
+it would show, per window, how many devices each country had, the cells under k included.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import os
+import secrets
 from collections import defaultdict
 from datetime import UTC, datetime
 from hashlib import blake2b
 from pathlib import Path
 
 import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from gateway.durable import fsync_dir, replace_file, write_all
 from gateway.envelope import PolicyRef
+from gateway.transforms.pseudonymize import derive
 
 Window = tuple[str, str, int, int]  # product, region, start (s), length (s)
 
@@ -51,11 +58,14 @@ class Stats(msgspec.Struct, frozen=True):
 
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(Observation)
+_AAD = b"gateway-aggregate-log-v1"
+_NONCE = 12
 
 
 class Aggregator:
     def __init__(self, key: bytes, log: Path | None = None) -> None:
         self._key = key
+        self._aead = AESGCM(derive(key, "aggregate-log"))
         self._log = log
         self._cells: defaultdict[Window, defaultdict[str, set[str]]] = defaultdict(
             lambda: defaultdict(set)
@@ -66,15 +76,29 @@ class Aggregator:
         if log is not None and log.exists():
             self._load(log)
 
+    def _seal(self, o: Observation) -> bytes:
+        nonce = secrets.token_bytes(_NONCE)
+        return base64.urlsafe_b64encode(nonce + self._aead.encrypt(nonce, _enc.encode(o), _AAD))
+
+    def _open(self, line: bytes) -> Observation:
+        if line.startswith(b"["):  # written in clear by a version before sealing
+            return _dec.decode(line)
+        raw = base64.urlsafe_b64decode(line)
+        return _dec.decode(self._aead.decrypt(raw[:_NONCE], raw[_NONCE:], _AAD))
+
     def _load(self, log: Path) -> None:
-        for line in log.read_bytes().splitlines():
+        lines = log.read_bytes().splitlines()
+        for line in lines:
             try:
-                o = _dec.decode(line)
-            except msgspec.DecodeError:  # a torn last line after a crash: that one is lost
+                o = self._open(line)
+            except (msgspec.DecodeError, binascii.Error, InvalidTag, ValueError):
+                # A torn last line after a crash (that one is lost), or not ours.
                 self.damaged_lines += 1
                 continue
             self._cells[o.product, o.region, o.start, o.length][o.country].add(o.digest)
             self._next_close = min(self._next_close, o.start + o.length)
+        if any(line.startswith(b"[") for line in lines):
+            self._rewrite()  # leave nothing in clear behind
 
     def observe(
         self, product: str, region: str, country: str, device: str, *, at: float, length: int
@@ -87,7 +111,7 @@ class Aggregator:
             self._next_close = min(self._next_close, start + length)
             if self._log is not None:
                 self._pending.append(
-                    _enc.encode(Observation(product, region, start, length, country, digest))
+                    self._seal(Observation(product, region, start, length, country, digest))
                 )
 
     def sync(self) -> None:
@@ -148,8 +172,13 @@ class Aggregator:
         if self._log is None:
             return
         self.sync()
+        self._rewrite()
+
+    def _rewrite(self) -> None:
+        """The log replaced by the open windows' observations alone."""
+        assert self._log is not None
         lines = [
-            _enc.encode(Observation(p, r, st, ln, c, d))
+            self._seal(Observation(p, r, st, ln, c, d))
             for (p, r, st, ln), by in self._cells.items()
             for c, ds in by.items()
             for d in sorted(ds)
