@@ -49,6 +49,9 @@ log = logging.getLogger("gateway.service")
 # A reload may not drop a product that received messages within this window.
 TRAFFIC_WINDOW_S = 600.0
 TRAFFIC_SNAPSHOT_S = 30.0
+# With several workers, worker 0 emits a window's statistics this long after its end: the
+# other workers' last observations of it are durable by then (they sync every batch).
+AGGREGATE_GRACE_S = 5.0
 
 
 def master_key(state: Path, config: GatewayConfig, new_key: bool) -> bytes:
@@ -104,7 +107,14 @@ class Gateway:
         self.policy_dir = Path(config.policies) if config.policies else DEFAULT_DIR
         self.consent = ConsentStore(self.state / "consent.db", self.keys.derive("consent-store"))
         registry = load_registry(Path(config.routing.registry)) if config.routing.registry else None
-        self.stats = Aggregator(self.keys.derive("aggregate"), self.state / "aggregate.log")
+        # Worker 0 emits the statistics of every worker's observations (aggregate.py).
+        self.stats = Aggregator(
+            self.keys.derive("aggregate"),
+            self.state / "aggregate.log",
+            shared=state,
+            emits=worker == 0,
+            grace_s=AGGREGATE_GRACE_S if one_of_many else 0.0,
+        )
         self.engine = Engine(
             load_dir(self.policy_dir),
             self.keys,

@@ -5,18 +5,22 @@ devices per country, cells under k suppressed, nothing double-counted across a r
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from gateway.config import GatewayConfig, Routing
+from gateway.envelope import PolicyRef
 from gateway.policy.loader import DEFAULT_DIR
 from gateway.service import Gateway
 from gateway.transforms.aggregate import Aggregator
 from tests.servers import Mosquitto
 from tests.test_service import (  # the fixture is shared with the service tests
     Publisher,
+    _write_config,
     config,
     gateway_factory,  # noqa: F401
     records,
@@ -108,7 +112,7 @@ def test_restart_within_a_window_does_not_double_count(
     gw.stop()
     # What carried the count across the restart is sealed: no country, no JSON on disk.
     log = (tmp_path / "state" / "worker-0" / "aggregate.log").read_bytes()
-    assert len(log.splitlines()) == 3 and b"GB" not in log and b"[" not in log
+    assert len(log.splitlines()) == 3 and b'"GB"' not in log and b"[" not in log
     gw2 = gateway_factory(cfg)
     for i, dev in enumerate(["a", "b", "c", "d"]):  # three seen before the restart, one new
         pub.send(f"miot/mijia-camera/{dev}/info", _info(GB, 10 + i))
@@ -131,7 +135,7 @@ def test_a_log_in_clear_from_an_older_version_is_read_then_sealed(tmp_path: Path
     agg = Aggregator(key, log)
     assert agg.damaged_lines == 1
     on_disk = log.read_bytes()
-    assert len(on_disk.splitlines()) == 3 and b"GB" not in on_disk
+    assert len(on_disk.splitlines()) == 3 and b'"GB"' not in on_disk and b"[" not in on_disk
     # The same three devices after a restart, and a fourth: counted once each.
     agg = Aggregator(key, log)
     agg.observe("mijia-camera", "us", "GB", "new-device", at=start + 1, length=3600)
@@ -140,3 +144,80 @@ def test_a_log_in_clear_from_an_older_version_is_read_then_sealed(tmp_path: Path
     assert {c: len(d) for c, d in cells.items()} == {"GB": 4}
     # Another key cannot read it: every line counted as damaged, nothing made up.
     assert Aggregator(bytes([1]) * 32, log).damaged_lines == 4
+
+
+def _worker(root: Path, i: int, key: bytes) -> Aggregator:
+    (root / f"worker-{i}").mkdir(exist_ok=True)
+    return Aggregator(key, root / f"worker-{i}" / "aggregate.log", shared=root, emits=i == 0)
+
+
+def test_two_workers_count_each_device_once_and_only_worker_0_emits(tmp_path: Path) -> None:
+    key, refs = bytes(32), {"mijia-camera": (PolicyRef("mijia-camera", "h"), K)}
+    start = int(time.time() // 60) * 60 - 120  # a window that has closed
+    w0, w1 = _worker(tmp_path, 0, key), _worker(tmp_path, 1, key)
+    # A shared subscription spreads a device's messages over both workers.
+    for agg, devices in ((w0, ["a", "b"]), (w1, ["a", "c"])):
+        for dev in devices:
+            agg.observe("mijia-camera", "us", "GB", dev, at=start + 1, length=60)
+        agg.sync()
+    now = start + 60
+    assert w1.due(now, refs) == []  # worker 1 never emits
+    (stats,) = w0.due(now, refs)
+    # 3 devices: not 2 + 2, and not two cells of 2 suppressed under k = 3.
+    assert stats.devices_by_country == {"GB": K}
+    w0.emitted([stats])
+    assert w0.due(now + 60, refs) == []
+    assert w1.due(now + 60, refs) == []  # it has seen worker 0's marker: window forgotten
+    assert not (tmp_path / "worker-1" / "aggregate.log").exists()
+    # A restarted worker 0 does not emit the window again.
+    assert _worker(tmp_path, 0, key).due(now + 60, refs) == []
+
+
+def test_two_worker_processes_emit_one_statistics_record_per_window(
+    tmp_path: Path, mosquitto: Mosquitto
+) -> None:
+    window = 6
+    cfg = _write_config(
+        tmp_path,
+        mosquitto.port,
+        f'''[[sinks]]
+type = "file"
+file = {{ dir = "{tmp_path / "sinks"}" }}''',
+    )
+    text = cfg.read_text().replace("[source]", "[source]\nshared = true")
+    text = text.replace('default_region = "de"', 'default_region = "us"')
+    text = text.replace(
+        next(line for line in text.splitlines() if line.startswith("policies")),
+        f'policies = "{_policy_dir(tmp_path, window)}"',
+    )
+    cfg.write_text(text)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "run", "--config", str(cfg), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    sinks = tmp_path / "sinks"
+
+    def stats(w: int) -> list[dict[str, Any]]:
+        return [r for r in records(sinks / f"worker-{w}", "us") if r.get("kind") == "stats"]
+
+    pub = Publisher(mosquitto.port)
+    try:
+        wait_for(lambda: (tmp_path / "state" / "worker-1").exists())
+        time.sleep(1.5)
+        _wait_window_start(window)
+        devices = [f"cam{i}" for i in range(4)]
+        for n in range(5):  # each device 5 times: both workers see most of them
+            for dev in devices:
+                pub.send(f"miot/mijia-camera/{dev}/info", _info(GB, n))
+        got = lambda: sum(len(records(sinks / f"worker-{w}", "us")) for w in (0, 1))  # noqa: E731
+        wait_for(lambda: got() >= 20, what="20 records across both workers")
+        wait_for(lambda: stats(0), timeout=window + 20, what="statistics from worker 0")
+        assert [s["devices_by_country"] for s in stats(0)] == [{"GB": 4}]
+        time.sleep(2)
+        assert stats(1) == [] and len(stats(0)) == 1
+    finally:
+        pub.close()
+        proc.terminate()
+        proc.wait(20)
+    assert proc.returncode == 0

@@ -7,6 +7,13 @@ Observations are kept as keyed digests of (country, device pseudonym), appended 
 the batch that carried them is acknowledged, so a restart within a window neither loses nor
 double-counts a device. Each line of that log is sealed (AES-GCM, a key of its own): in clear
 it would show, per window, how many devices each country had, the cells under k included.
+
+With several workers (`gateway run --workers N`) each worker logs what it observes, and only
+worker 0 emits: it reads the others' logs as they grow, so a device seen by two workers is
+one device and k applies to the fleet's counts, not to each worker's share. It emits a
+window `grace_s` after its end (the others' last observations are durable by then) and
+records how far it has emitted in `aggregate.emitted` beside the workers' directories; the
+others then forget those windows.
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import contextlib
 import os
 import secrets
 from collections import defaultdict
+from collections.abc import Callable
 from datetime import UTC, datetime
 from hashlib import blake2b
 from pathlib import Path
@@ -30,6 +38,13 @@ from gateway.envelope import PolicyRef
 from gateway.transforms.pseudonymize import derive
 
 Window = tuple[str, str, int, int]  # product, region, start (s), length (s)
+Cells = defaultdict[Window, defaultdict[str, set[str]]]  # window -> country -> digests
+MARKER = "aggregate.emitted"
+POLL_S = 1.0  # how often the other workers' logs (or worker 0's marker) are looked at
+
+
+def _cells() -> Cells:
+    return defaultdict(lambda: defaultdict(set))
 
 
 class Observation(msgspec.Struct, array_like=True, frozen=True):
@@ -60,19 +75,68 @@ _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder(Observation)
 _AAD = b"gateway-aggregate-log-v1"
 _NONCE = 12
+_DAMAGED = (msgspec.DecodeError, binascii.Error, InvalidTag, ValueError)
+
+
+class _Peer:
+    """Another worker's log, read as it grows: it only appends, until that worker rewrites
+    it (a new file) or removes it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.inode = -1
+        self.offset = 0
+        self.cells = _cells()
+
+    def read(self, open_line: Callable[[bytes], Observation], emitted_until: float) -> None:
+        try:
+            f = self.path.open("rb")
+        except FileNotFoundError:
+            self.inode, self.offset, self.cells = -1, 0, _cells()
+            return
+        with f:
+            st = os.fstat(f.fileno())
+            if st.st_ino != self.inode or st.st_size < self.offset:
+                self.inode, self.offset, self.cells = st.st_ino, 0, _cells()
+            f.seek(self.offset)
+            data = f.read()
+        end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
+        self.offset += end
+        for line in data[:end].splitlines():
+            try:
+                o = open_line(line)
+            except _DAMAGED:
+                continue
+            if o.start + o.length > emitted_until:
+                self.cells[o.product, o.region, o.start, o.length][o.country].add(o.digest)
 
 
 class Aggregator:
-    def __init__(self, key: bytes, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        key: bytes,
+        log: Path | None = None,
+        *,
+        shared: Path | None = None,
+        emits: bool = True,
+        grace_s: float = 0.0,
+    ) -> None:
+        """`shared`: the directory holding every worker's directory (the others' logs are
+        `shared/*/<log's name>`, the marker `shared/aggregate.emitted`); `emits`: this worker
+        emits the statistics (worker 0)."""
         self._key = key
         self._aead = AESGCM(derive(key, "aggregate-log"))
         self._log = log
-        self._cells: defaultdict[Window, defaultdict[str, set[str]]] = defaultdict(
-            lambda: defaultdict(set)
-        )
+        self._cells = _cells()
         self._pending: list[bytes] = []
         self._next_close = float("inf")  # earliest end of an open window: `due` is cheap
         self.damaged_lines = 0
+        self._shared = shared if log is not None else None
+        self._emits = emits
+        self._grace = grace_s
+        self._peers: dict[Path, _Peer] = {}
+        self._next_poll = 0.0
+        self._emitted_until = self._read_marker()
         if log is not None and log.exists():
             self._load(log)
 
@@ -91,8 +155,7 @@ class Aggregator:
         for line in lines:
             try:
                 o = self._open(line)
-            except (msgspec.DecodeError, binascii.Error, InvalidTag, ValueError):
-                # A torn last line after a crash (that one is lost), or not ours.
+            except _DAMAGED:  # a torn last line after a crash (that one is lost), or not ours
                 self.damaged_lines += 1
                 continue
             self._cells[o.product, o.region, o.start, o.length][o.country].add(o.digest)
@@ -133,15 +196,23 @@ class Aggregator:
     def due(self, now: float, refs: dict[str, tuple[PolicyRef, int]]) -> list[Stats]:
         """Statistics of every window that has closed by `now`; `refs` gives each product's
         policy and k. A product no longer loaded emits nothing."""
-        if now < self._next_close:
+        if self._shared is not None and now >= self._next_poll:
+            self._next_poll = now + POLL_S
+            if self._emits:
+                self._read_peers()
+            else:
+                self._forget_emitted()
+        cutoff = now - self._grace
+        if not self._emits or cutoff < self._next_close:
             return []
         out = []
-        for w in sorted(self._cells):
+        for w in sorted(self._windows()):
             product, region, start, length = w
-            if start + length > now or product not in refs:
+            if start + length > cutoff or product not in refs:
                 continue
             ref, k = refs[product]
-            counts = {c: len(d) for c, d in sorted(self._cells[w].items()) if len(d) >= k}
+            merged = self._merged(w)
+            counts = {c: len(d) for c, d in sorted(merged.items()) if len(d) >= k}
             wid = blake2b(
                 f"{product}\0{region}\0{start}\0{length}".encode(), key=self._key, digest_size=16
             ).hexdigest()
@@ -168,11 +239,61 @@ class Aggregator:
             start = int(s.window_start.timestamp())
             length = int(s.window_end.timestamp()) - start
             self._cells.pop((s.product, s.region, start, length), None)
-        self._next_close = min((w[2] + w[3] for w in self._cells), default=float("inf"))
+            for peer in self._peers.values():
+                peer.cells.pop((s.product, s.region, start, length), None)
+        self._next_close = min((w[2] + w[3] for w in self._windows()), default=float("inf"))
         if self._log is None:
             return
         self.sync()
         self._rewrite()
+        if self._shared is not None:
+            until = max(self._emitted_until, *(s.window_end.timestamp() for s in stats))
+            replace_file(self._shared / MARKER, f"{until:.0f}\n".encode())
+            self._emitted_until = until
+
+    # -- several workers ------------------------------------------------------------------
+
+    def _windows(self) -> set[Window]:
+        return set(self._cells).union(*(p.cells for p in self._peers.values()))
+
+    def _merged(self, w: Window) -> dict[str, set[str]]:
+        """Every worker's devices of one window, per country: each device once."""
+        out: defaultdict[str, set[str]] = defaultdict(set)
+        for cells in (self._cells, *(p.cells for p in self._peers.values())):
+            for country, digests in cells.get(w, {}).items():
+                out[country] |= digests
+        return out
+
+    def _read_marker(self) -> float:
+        if self._shared is None:
+            return 0.0
+        try:
+            return float((self._shared / MARKER).read_text())
+        except (OSError, ValueError):
+            return 0.0
+
+    def _read_peers(self) -> None:
+        """Worker 0: what the other workers have observed since the last look."""
+        assert self._shared is not None and self._log is not None
+        mine = self._log.resolve()
+        for path in self._shared.glob(f"*/{self._log.name}"):
+            if path.resolve() != mine:
+                peer = self._peers.setdefault(path, _Peer(path))
+                peer.read(self._open, self._emitted_until)
+        self._next_close = min((w[2] + w[3] for w in self._windows()), default=float("inf"))
+
+    def _forget_emitted(self) -> None:
+        """The other workers: drop the windows worker 0 has emitted (from memory and log)."""
+        until = self._read_marker()
+        if until <= self._emitted_until:
+            return
+        self._emitted_until = until
+        gone = [w for w in self._cells if w[2] + w[3] <= until]
+        for w in gone:
+            del self._cells[w]
+        if gone:
+            self.sync()
+            self._rewrite()
 
     def _rewrite(self) -> None:
         """The log replaced by the open windows' observations alone."""
