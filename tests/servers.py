@@ -22,7 +22,15 @@ import pytest
 
 from gateway.brokers import find_mosquitto, free_port
 
-__all__ = ["Mosquitto", "NatsServer", "free_port", "mosquitto", "nats_server", "wait_port"]
+__all__ = [
+    "Mosquitto",
+    "NatsServer",
+    "free_port",
+    "mosquitto",
+    "nats_server",
+    "sink_mosquitto",
+    "wait_port",
+]
 
 # The same lookup as the demo's broker (PATH, then Debian's /usr/sbin).
 MOSQUITTO_BIN = Path(find_mosquitto() or "/usr/sbin/mosquitto")
@@ -214,6 +222,14 @@ def _running(server: _Server) -> Iterator[None]:
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
     server = Mosquitto(tmp_path / "mosquitto")
+    with _running(server):
+        yield server
+
+
+@pytest.fixture
+def sink_mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A second, regional broker for an MQTT sink, apart from the devices' broker."""
+    server = Mosquitto(tmp_path / "sink-mosquitto")
     with _running(server):
         yield server
 
