@@ -15,10 +15,11 @@ from typing import Any
 
 import pytest
 
-from gateway.config import GatewayConfig, Routing
+from gateway.config import GatewayConfig, Routing, SinkSpec
 from gateway.decode.plan import effective_action
 from gateway.policy.loader import DEFAULT_DIR, load_dir
 from gateway.service import Gateway
+from gateway.sinks.mqtt.config import MqttSinkConfig
 from tests.leakcheck import leaked_forms
 from tests.servers import Mosquitto
 from tests.test_policy_readings import run_enforce
@@ -29,6 +30,7 @@ from tests.test_service import (  # the fixture is shared with the service tests
     records,
     wait_for,
 )
+from tests.test_sinks import Subscriber
 
 CORPUS = Path(__file__).parent / "data" / "corpus"
 # Wire keys that hold an identifier or a secret in every shape of the corpus: their raw values
@@ -120,27 +122,88 @@ def test_enforce_leaks_nothing_and_keeps_what_is_well_formed(tmp_path: Path) -> 
     assert checked >= 10
 
 
+def _through_the_gateway(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    gateway_factory: Callable[[GatewayConfig], Gateway],  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+    **cfg: Any,
+) -> tuple[list[dict[str, Any]], GatewayConfig, Gateway]:
+    """The corpus published to the devices' broker, every message answered by a gateway
+    that routes to `us` (a forwarded record only once its sink has it)."""
+    caplog.set_level(logging.DEBUG)
+    lines = _lines()
+    gw_cfg = config(tmp_path, mosquitto.port, routing=Routing(default_region="us"), **cfg)
+    gw = gateway_factory(gw_cfg)
+    pub = Publisher(mosquitto.port)
+    try:
+        for line in lines:
+            pub.send(line["topic"], json.dumps(line["payload"]).encode())
+    finally:
+        pub.close()
+    wait_for(lambda: sum(gw.events.outcomes.values()) >= len(lines), what="every message answered")
+    return lines, gw_cfg, gw
+
+
+def _left_behind(
+    tmp_path: Path, cfg: GatewayConfig, gw: Gateway, caplog: pytest.LogCaptureFixture
+) -> bytes:
+    """Every file under tmp_path (sinks, state), /metrics, then the logs up to a stop."""
+    metrics: bytes = urllib.request.urlopen(
+        f"http://{cfg.metrics_listen}/metrics", timeout=5
+    ).read()
+    written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    gw.stop()
+    return written + metrics + caplog.text.encode()
+
+
+def _forwarded(gw: Gateway) -> int:
+    return sum(n for (_p, _k, outcome), n in gw.events.outcomes.items() if outcome == "forwarded")
+
+
 def test_mqtt_path_leaks_nothing_to_sinks_metrics_or_logs(
     tmp_path: Path,
     mosquitto: Mosquitto,
     gateway_factory: Callable[[GatewayConfig], Gateway],  # noqa: F811
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG)
-    lines = _lines()
-    cfg = config(tmp_path, mosquitto.port, routing=Routing(default_region="us"))
-    gw = gateway_factory(cfg)
-    pub = Publisher(mosquitto.port)
-    for line in lines:
-        pub.send(line["topic"], json.dumps(line["payload"]).encode())
-    wait_for(lambda: sum(gw.events.received.values()) >= len(lines), what="all received")
-    time.sleep(0.5)  # the last batch committed
-    metrics = urllib.request.urlopen(f"http://{cfg.metrics_listen}/metrics", timeout=5).read()
-    written = b"".join(p.read_bytes() for p in tmp_path.rglob("*") if p.is_file())
+    lines, cfg, gw = _through_the_gateway(tmp_path, mosquitto, gateway_factory, caplog)
     forwarded = records(tmp_path / "sinks", "us")
     assert len(forwarded) >= 20
-    pub.close()
-    gw.stop()
-    blob = written + metrics + caplog.text.encode()
-    leaks = leaked_forms(_identifiers(lines), blob)
+    assert len(forwarded) == _forwarded(gw)
+    leaks = leaked_forms(_identifiers(lines), _left_behind(tmp_path, cfg, gw, caplog))
+    assert leaks == [], leaks
+
+
+def test_mqtt_sink_leaks_nothing_to_the_regional_broker_metrics_or_logs(
+    tmp_path: Path,
+    mosquitto: Mosquitto,
+    sink_mosquitto: Mosquitto,
+    gateway_factory: Callable[[GatewayConfig], Gateway],  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Everything the regional broker is given, on any topic, from before the gateway starts.
+    sub = Subscriber(sink_mosquitto.port, topic="#")
+    try:
+        sink = MqttSinkConfig(host="127.0.0.1", port=sink_mosquitto.port)
+        lines, cfg, gw = _through_the_gateway(
+            tmp_path,
+            mosquitto,
+            gateway_factory,
+            caplog,
+            sinks=(SinkSpec(type="mqtt", mqtt=sink),),
+        )
+        expected = _forwarded(gw)
+        sub.wait_for(expected, timeout=30)
+        blob = _left_behind(tmp_path, cfg, gw, caplog)
+        time.sleep(0.5)  # and whatever the gateway publishes as it stops (none expected)
+        with sub.cond:
+            got = list(sub.msgs)
+    finally:
+        sub.close()
+    assert expected >= 20
+    assert len(got) == expected  # each record once, and nothing else
+    assert all(topic.startswith("gateway/us/") for topic, _, _ in got)
+    sent = b"\n".join(f"{topic} {props}".encode() + b" " + body for topic, body, props in got)
+    leaks = leaked_forms(_identifiers(lines), sent + blob)
     assert leaks == [], leaks
