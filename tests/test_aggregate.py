@@ -210,9 +210,11 @@ file = {{ dir = "{tmp_path / "sinks"}" }}''',
         for n in range(5):  # each device 5 times: both workers see most of them
             for dev in devices:
                 pub.send(f"miot/mijia-camera/{dev}/info", _info(GB, n))
-        got = lambda: sum(len(records(sinks / f"worker-{w}", "us")) for w in (0, 1))  # noqa: E731
-        wait_for(lambda: got() >= 20, what="20 records across both workers")
-        wait_for(lambda: stats(0), timeout=window + 20, what="statistics from worker 0")
+        wait_for(
+            lambda: sum(len(records(sinks / f"worker-{w}", "us")) for w in (0, 1)) >= 20,
+            what="20 records across both workers",
+        )
+        wait_for(lambda: bool(stats(0)), timeout=window + 20, what="statistics from worker 0")
         assert [s["devices_by_country"] for s in stats(0)] == [{"GB": 4}]
         time.sleep(2)
         assert stats(1) == [] and len(stats(0)) == 1
