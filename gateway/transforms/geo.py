@@ -13,12 +13,17 @@ import iptocc
 from gateway.transforms.continents import continent_of
 
 
-@lru_cache(maxsize=4096)
 def coarse_ip(value: str) -> dict[str, str] | None:
     """`{"country": "US", "continent": "NA"}`, or None when the address has no public location.
+    A dict of its own each time: records must not share the cached one."""
+    c = _coarse(value)
+    return dict(c) if c is not None else None
 
-    Cached: a fleet reports few distinct addresses, and the cache holds only geo results
-    keyed by addresses already in memory."""
+
+@lru_cache(maxsize=4096)
+def _coarse(value: str) -> dict[str, str] | None:
+    # Cached: a fleet reports few distinct addresses, and the cache holds only geo results
+    # keyed by addresses already in memory.
     try:
         ip = ipaddress.ip_address(value)
     except ValueError:
