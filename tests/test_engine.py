@@ -384,6 +384,44 @@ def test_undeclared_in_list_items_counted(engine: Engine) -> None:
     assert u[PID, "props", "params.children[]._other"] == 1
 
 
+def test_undeclared_counted_beside_a_bad_field(engine: Engine) -> None:
+    # The bad value is removed before the typed decode is tried again: undeclared keys around
+    # it are still counted once each.
+    payload = {"fw_ver": "1.2.4_16", "zz": 1, "ap": {"rssi": "strong", "channel": 11}}
+    rec = record(process(engine, INFO, payload))
+    assert rec.data == {"fw_ver": "1.2.4_16"}
+    assert engine.events.fields[PID, "info", "ap.rssi", "wrong_type"] == 1
+    u = engine.events.undeclared
+    assert (u[PID, "info", "_other"], u[PID, "info", "ap._other"]) == (1, 1)
+
+
+def test_reply_result_read_as_params(engine: Engine) -> None:
+    rec = record(process(engine, PROPS, {"id": 4, "result": {"power": "on", "zz": 1}}))
+    assert rec.data == {"id": 4, "params": {"power": "on"}}
+    assert engine.events.undeclared[PID, "props", "params._other"] == 1
+
+
+def test_positional_params_beyond_the_declared_are_undeclared(engine: Engine) -> None:
+    rec = record(process(engine, COMMAND, {"method": "set_power", "params": ["on", "x", 5]}))
+    assert rec.data == {"method": "set_power", "params": ["on"]}
+    assert engine.events.undeclared[PID, "command", "params._other"] == 2
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload"),
+    [
+        (INFO, {"ap": {}, "loc": {"lat": None}}),
+        (INFO, {"netif": {"localIp": "192.168.1.10"}}),  # coarsened to nothing
+        (PROPS, {"params": {"children": []}}),
+        (PROPS, {"params": {"children": [{}, {"rssi": -3}]}}),
+    ],
+)
+def test_empty_blocks_and_list_items_carry_nothing(
+    engine: Engine, topic: str, payload: dict[str, Any]
+) -> None:
+    assert rejection(process(engine, topic, payload)).reason == "nothing_declared"
+
+
 def test_undeclared_value_shaped_key_is_not_a_label(engine: Engine) -> None:
     record(process(engine, INFO, {"model": MODEL, "A4:C1:38:9F:2E:7B": 1}))
     u = engine.events.undeclared
