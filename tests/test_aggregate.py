@@ -170,7 +170,15 @@ def test_two_workers_count_each_device_once_and_only_worker_0_emits(tmp_path: Pa
     assert w1.due(now + 60, refs) == []  # it has seen worker 0's marker: window forgotten
     assert not (tmp_path / "worker-1" / "aggregate.log").exists()
     # A restarted worker 0 does not emit the window again.
-    assert _worker(tmp_path, 0, key).due(now + 60, refs) == []
+    w0 = _worker(tmp_path, 0, key)
+    assert w0.due(now + 60, refs) == []
+    # The next window, after worker 1's log was rewritten (here: removed and begun anew).
+    for agg, devices in ((w1, ["d", "e"]), (w0, ["f"])):
+        for dev in devices:
+            agg.observe("mijia-camera", "us", "GB", dev, at=now + 1, length=60)
+        agg.sync()
+    (stats,) = w0.due(now + 62, refs)
+    assert stats.devices_by_country == {"GB": 3}
 
 
 def test_two_worker_processes_emit_one_statistics_record_per_window(

@@ -80,29 +80,26 @@ _DAMAGED = (msgspec.DecodeError, binascii.Error, InvalidTag, ValueError)
 
 class _Peer:
     """Another worker's log, read as it grows: it only appends, until that worker rewrites
-    it (a new file) or removes it."""
+    it (a new file) or removes it. A rewritten file is told by its first line: every line
+    starts with a random nonce (inode numbers can be reused)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.inode = -1
+        self.head = b""
         self.offset = 0
         self.cells = _cells()
 
     def read(self, open_line: Callable[[bytes], Observation], emitted_until: float) -> None:
         try:
-            f = self.path.open("rb")
+            data = self.path.read_bytes()
         except FileNotFoundError:
-            self.inode, self.offset, self.cells = -1, 0, _cells()
-            return
-        with f:
-            st = os.fstat(f.fileno())
-            if st.st_ino != self.inode or st.st_size < self.offset:
-                self.inode, self.offset, self.cells = st.st_ino, 0, _cells()
-            f.seek(self.offset)
-            data = f.read()
+            data = b""
+        head = data[: data.find(b"\n") + 1]
+        if head != self.head or len(data) < self.offset:
+            self.head, self.offset, self.cells = head, 0, _cells()
         end = data.rfind(b"\n") + 1  # a line still being written waits for the next read
-        self.offset += end
-        for line in data[:end].splitlines():
+        new, self.offset = data[self.offset : end], max(self.offset, end)
+        for line in new.splitlines():
             try:
                 o = open_line(line)
             except _DAMAGED:
