@@ -231,3 +231,14 @@ file = {{ dir = "{tmp_path / "sinks"}" }}''',
         proc.terminate()
         proc.wait(20)
     assert proc.returncode == 0
+
+
+def test_a_window_marked_emitted_is_not_emitted_again_after_a_crash(tmp_path: Path) -> None:
+    """A crash after the marker was written but before the log was rewritten."""
+    key, refs = bytes(32), {"mijia-camera": (PolicyRef("mijia-camera", "h"), 1)}
+    start = int(time.time() // 60) * 60 - 120
+    w0 = _worker(tmp_path, 0, key)
+    w0.observe("mijia-camera", "us", "GB", "a", at=start + 1, length=60)
+    w0.sync()
+    (tmp_path / "aggregate.emitted").write_text(f"{start + 60}\n")
+    assert _worker(tmp_path, 0, key).due(start + 120, refs) == []

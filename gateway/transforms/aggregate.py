@@ -155,6 +155,8 @@ class Aggregator:
             except _DAMAGED:  # a torn last line after a crash (that one is lost), or not ours
                 self.damaged_lines += 1
                 continue
+            if o.start + o.length <= self._emitted_until:
+                continue  # emitted before a crash left it in the log
             self._cells[o.product, o.region, o.start, o.length][o.country].add(o.digest)
             self._next_close = min(self._next_close, o.start + o.length)
         if any(line.startswith(b"[") for line in lines):
@@ -241,12 +243,14 @@ class Aggregator:
         self._next_close = min((w[2] + w[3] for w in self._windows()), default=float("inf"))
         if self._log is None:
             return
-        self.sync()
-        self._rewrite()
         if self._shared is not None:
+            # The marker first: after a crash here, a window is either not marked (emitted
+            # again from intact logs, same id, same counts) or marked and skipped on load.
             until = max(self._emitted_until, *(s.window_end.timestamp() for s in stats))
             replace_file(self._shared / MARKER, f"{until:.0f}\n".encode())
             self._emitted_until = until
+        self.sync()
+        self._rewrite()
 
     # -- several workers ------------------------------------------------------------------
 
