@@ -13,6 +13,7 @@ import sys
 import time
 import tomllib
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.servers import Mosquitto
@@ -57,16 +58,18 @@ def _unread_bytes(port: int, skip_client_port: int) -> int:
     return total
 
 
-def _hold_a_batch(broker: Mosquitto, sub_port: int) -> int:
+def _hold_a_batch(broker: Mosquitto, sub_port: int, publish_one: Callable[[], None]) -> int:
     """Stop the sink broker (SIGSTOP) with several records sent to it, unread: a batch in
-    flight whose PUBACKs cannot come. Returns the bytes in flight."""
+    flight whose PUBACKs cannot come. Returns the bytes in flight. Devices go on publishing
+    meanwhile, so a gateway that had caught up still has a batch to send."""
+
+    def in_flight() -> bool:
+        publish_one()
+        return _unread_bytes(broker.port, sub_port) > 0
+
     for _ in range(5):
         broker.pause()
-        wait_for(
-            lambda: _unread_bytes(broker.port, sub_port) > 0,
-            timeout=60,
-            what="a batch in flight to the stopped sink broker",
-        )
+        wait_for(in_flight, timeout=60, what="a batch in flight to the stopped sink broker")
         # The worker gets to waiting for this batch's PUBACKs; an ack sent to the source
         # before they come would now be a loss.
         time.sleep(1.0)
@@ -110,18 +113,26 @@ def test_kill_9_with_a_batch_in_flight_to_an_mqtt_sink_loses_nothing(
     proc = _run_gateway(cfg)
     n, half = 3000, 1500
     in_flight = 0
-    try:
-        wait_for(lambda: _ready(cfg), timeout=60, what="gateway ready")
-        time.sleep(0.3)  # its subscription granted: the session keeps what comes from now on
-        for i in range(n):
+    to_publish = iter(range(n))
+
+    def publish(i: int | None) -> None:
+        if i is not None:
             pub.client.publish(
                 "miot/purifier/dev1/props",
                 b'{"id":%d,"method":"props","params":{"aqi":%d}}' % (i, i),
                 qos=1,
             )
+
+    try:
+        wait_for(lambda: _ready(cfg), timeout=60, what="gateway ready")
+        time.sleep(0.3)  # its subscription granted: the session keeps what comes from now on
+        for i in to_publish:
+            publish(i)
             if i == half:
                 wait_for(lambda: len(_ids_seen(sub)) > 0, timeout=60, what="records at the sink")
-                in_flight = _hold_a_batch(sink_mosquitto, sub_port)
+                in_flight = _hold_a_batch(
+                    sink_mosquitto, sub_port, lambda: publish(next(to_publish, None))
+                )
                 proc.send_signal(signal.SIGKILL)
                 proc.wait()
                 sink_mosquitto.resume()
