@@ -100,6 +100,15 @@ def _run_tag(text: str, start: int, run: str) -> str | None:
     return EUI64 if n <= 16 else TOKEN
 
 
+# The Bluetooth SIG base UUID's constant tail ("0000ec88-0000-1000-8000-00805f9b34fb" is a
+# 16-bit service id, the same on every device): neither a MAC nor a token.
+_BT_BASE = "-0000-1000-8000-00805f9b34fb"
+
+
+def _bt_base(text: str, end: int) -> bool:
+    return text[max(0, end - len(_BT_BASE)) : end].lower() == _BT_BASE
+
+
 def _isolated(hm: str, start: int, end: int) -> bool:
     return not (start and _is_hex(hm[start - 1])) and not (end < len(hm) and _is_hex(hm[end]))
 
@@ -108,7 +117,7 @@ def _hex(text: str, hm: str, out: list[Span]) -> None:
     if "hhhhhhhhhhhh" in hm:
         for m in _RUN.finditer(hm):
             tag = _run_tag(text, m.start(), text[m.start() : m.end()])
-            if tag is not None:
+            if tag is not None and not (tag == MAC and _bt_base(text, m.end())):
                 out.append((m.start(), m.end(), tag))
     for sep, (gate, rx) in _SEP.items():
         if sep in hm and gate in hm:
@@ -140,6 +149,8 @@ def _hex(text: str, hm: str, out: list[Span]) -> None:
                     continue
                 if rx is _SIX and text[s:e].replace("-", "").isdigit():
                     continue  # "250508-110823": a build's date and time
+                if rx is _UUID and _bt_base(text, e):
+                    continue
                 out.append((s, e, tag))
 
 
@@ -152,11 +163,25 @@ _TAIL = re.compile(r"[-_](?<=[dxg][-_])(?=[dx]{0,5}x)(?=[dx]{0,5}d)[dx]{6}(?![dx
 _PREFIXES = ("esp", "tasmota", "dves", "shelly", "wled", "sonoff", "openbk", "athom")
 _HOST_TAIL = re.compile(
     r"(?i)[adestwo](?<![0-9a-z][adestwo])"
-    r"(?:(?<=e)sp(?:32|8266)?|(?<=t)asmota|(?<=d)ves|(?<=s)helly[0-9a-z]*+(?:-[a-z0-9]{1,2}(?=-))?"
+    r"(?:(?<=e)sp(?:32(?:[a-z][0-9]{1,2})?|8266)?|(?<=t)asmota|(?<=d)ves|(?<=s)helly[0-9a-z]*+(?:-[a-z0-9]{1,2}(?=-))?"
     r"|(?<=e)sphome(?:-web)?|(?<=w)led|(?<=s)onoff|(?<=e)spurna|(?<=o)penbk[0-9a-z]*+"
     r"|(?<=a)thom[0-9a-z]*+)[-_]"
     r"(?P<t>[0-9a-f]{6})(?![0-9a-z])(?:-[0-9]{4}(?![0-9]))?"
 )
+# Vendor defaults of other shapes (sources: tests/data/README.md): OpenBeken's "obk8CA41B9E" and
+# "OpenBK7231N_8CA41B9E" (the MAC's last four bytes), Hue's mDNS "Philips Hue - A41B9E",
+# eWeLink's "eWeLink_1000e4c17c" (its device id), Govee's BLE "GVH5075_1B9E" (last two bytes).
+# Each starts at a word's first letter and reads at most ~30 characters: linear.
+_VENDOR = re.compile(
+    r"(?i)[oheg](?<![0-9a-z][oheg])"
+    r"(?:(?<=o)bk(?P<obk>[0-9a-f]{8})"
+    r"|(?<=o)pen(?:b[kl]|xr|w|ln|esp|rtl|tr|ecr)[0-9a-z]{0,12}+_(?P<openbk>[0-9a-f]{8})"
+    r"|(?<=h)ue - (?P<hue>[0-9a-f]{6})"
+    r"|(?<=e)welink_(?P<ewelink>[0-9a-f]{10})"
+    r"|(?<=g)(?:vh|ovee_h)[0-9]{4}[_ ](?P<govee>[0-9a-f]{4})"
+    r")(?![0-9a-z])"
+)
+_VENDOR_GATES = ("obk", "open", "hue - ", "ewelink_", "gvh", "govee_h")
 # Xiaomi's own: "zhimi-airpurifier-ma2_miapA1B2" (AP name), "lumi-gateway-v3_miio12345678"
 _MI = re.compile(r"_mi(?:(?:ap|bt)[0-9A-Fa-f]{4}(?![0-9A-Za-z])|io[0-9]{5,}+)")
 # IMEI as AA-BBBBBB-CCCCCC-D[D] or AABBBBBB-CCCCCC-D[D] (any one of - . space /)
@@ -166,13 +191,17 @@ _PHONE = re.compile(r"\+dddddddddd(?:d{0,5}+)(?!d)")  # E.164: +, 10 to 15 digit
 
 def _named(text: str, cm: str, hm: str, out: list[Span]) -> None:
     dash, under = "-" in hm, "_" in hm
+    low = text.lower()
     if (dash and "-hhhhhh" in hm) or (under and "_hhhhhh" in hm):
         for m in _TAIL.finditer(cm):
             out.append((m.start() + 1, m.end(), HOSTMAC))
-        low = text.lower()
         if any(p in low for p in _PREFIXES):
             for t in _HOST_TAIL.finditer(text):
                 out.append((t.start("t"), t.end(), HOSTMAC))
+    if any(p in low for p in _VENDOR_GATES):
+        for t in _VENDOR.finditer(text):
+            group = t.lastgroup or ""
+            out.append((t.start(group), t.end(group), HOSTMAC))
     if under and "_mi" in text:
         for t in _MI.finditer(text):
             out.append((t.start() + 5, t.end(), HOSTMAC))
@@ -356,6 +385,8 @@ def _shaped(text: str, cm: str, hm: str) -> bool:
         or "hhhh.hhhh." in hm
         or "hhhh-hhhh-" in hm
         or "_mi" in text
+        # Govee's "GVH5075_1B9E": a four-digit tail, only after its own prefix
+        or (("_hhhh" in hm or " hhhh" in hm) and ("gvh" in text.lower() or "ee_h" in text.lower()))
     )
 
 
@@ -380,7 +411,7 @@ def spans(text: str, first: bool = False) -> list[Span]:
 
 
 def _scan(text: str, out: list[Span]) -> None:
-    if len(text) < MIN_LEN or (len(text) < 12 and text.isalnum()):
+    if len(text) < MIN_LEN or (len(text) < 12 and text.isalnum() and text[:3].lower() != "obk"):
         return  # too short, or letters and digits too few for a hex run, with no separator
     raw = text.encode("ascii", "replace")  # one byte per code point: positions line up
     # class strings as str: `in` on str is many times faster than on bytes

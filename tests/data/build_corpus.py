@@ -65,6 +65,26 @@ S = {
     "a published Xiaoai speaker setup note (xiaomi-wifispeaker-lx06_miapxxxx) found by code "
     "search",
     "esphome-api": "https://esphome.io/components/api (encryption key: 32 bytes, base64)",
+    "arduino-esp32": "espressif/arduino-esp32 libraries/Network/src/NetworkManager.cpp "
+    '(NetworkManager::getHostname: CONFIG_IDF_TARGET "-" + the MAC\'s last three bytes, '
+    "%02X, e.g. esp32s3-XXXXXX)",
+    "openbk": "openshwprojects/OpenBK7231T_App src/new_cfg.c (CFG_SetDefaultConfig: "
+    "longDeviceName OpenBK7231T_AABBCCDD, shortDeviceName and MQTT client id obkAABBCCDD, "
+    "from mac[2..5]; MQTT group bekens_n)",
+    "ha-hue": "home-assistant/core tests/components/hue/test_config_flow.py (zeroconf name "
+    "'Philips Hue - ABCABC._hue._tcp.local.', bridgeid ecb5fafffeabcabc, host "
+    "fd00::eeb5:faff:fe84:b17d, hostname Philips-hue.local, modelid BSB002)",
+    "sonoff-diy": "njh/sonoff-ota-flash-cli README.md (Sonoff DIY mDNS host eWeLink_1000e4c17c, "
+    "/zeroconf/info data: deviceid 1000e4c17c, bssid, fwVersion 3.5.0; Tasmota AP "
+    "tasmota_62E43F-1087)",
+    "govee": "Thrilleratplay/GoveeWatcher README.md (BLE name GVH5075_ + the MAC's last two "
+    "bytes); Bluetooth-Devices/govee-ble tests/test_parser.py (GVH5075_2762, "
+    "Govee_H5052_E81B); home-assistant/core tests/components/govee_ble/__init__.py "
+    "(GVH5075 2762)",
+    "modem": "3GPP TS 27.007 AT+CIMI (IMSI, 15 digits) and Quectel AT+QCCID (ICCID, 19-20 "
+    "digits, a hex letter or a trailing F pad), responses as published in modem drivers "
+    "found by code search (+QCCID: 89860318045712762387, 898604991023C0032817, "
+    "8988303000008051950F; AT+CIMI 460030916875923)",
 }
 
 # -- the identifiers ------------------------------------------------------------------------------
@@ -210,6 +230,30 @@ def leaky() -> list[dict[str, Any]]:
         ),
         (API_KEY, [API_KEY], "esphome-api"),
         ("123e4567-e89b-12d3-a456-426614174000", ["123e4567-e89b-12d3-a456-426614174000"], "issue"),
+        # vendor default names (leaked before the _VENDOR family / esp32 variants, except where
+        # noted in tests/data/README.md)
+        ("esp32s3-123456", ["24:0A:C4:12:34:56"], "arduino-esp32"),
+        ("esp32c3-ABCDEF", ["24:0A:C4:AB:CD:EF"], "arduino-esp32"),
+        ("obk07A41B9E", [MAC_XIAOMI], "openbk"),
+        ("obk07A41B9E/connected", [MAC_XIAOMI], "openbk"),
+        ("OpenBK7231T_07A41B9E", [MAC_XIAOMI], "openbk"),
+        ("OpenBK7231N_12345678", ["24:0A:12:34:56:78"], "openbk"),
+        ("Philips Hue - ABCABC._hue._tcp.local.", ["ecb5fafffeabcabc"], "ha-hue"),
+        ("Philips Hue - ABCABC", ["ecb5fafffeabcabc"], "ha-hue"),
+        ("ecb5fafffeabcabc", ["ecb5fafffeabcabc"], "ha-hue"),
+        ("fd00::eeb5:faff:fe84:b17d", ["fd00::eeb5:faff:fe84:b17d"], "ha-hue"),
+        ("eWeLink_1000e4c17c", ["1000e4c17c"], "sonoff-diy"),
+        ("eWeLink_1000e4c17c._ewelink._tcp.local.", ["1000e4c17c"], "sonoff-diy"),
+        ("b4:fb:de:ad:be:ef", ["b4:fb:de:ad:be:ef"], "sonoff-diy"),
+        ("tasmota_62E43F-1087", ["62E43F"], "sonoff-diy"),
+        ("GVH5075_2762", ["2762"], "govee"),
+        ("GVH5075 2762", ["2762"], "govee"),
+        ("Govee_H5052_E81B", ["E81B"], "govee"),
+        # SIM identifiers (caught before: digit runs of 14+, hex runs of 17+)
+        ("+QCCID: 89860318045712762387", ["89860318045712762387"], "modem"),
+        ("898604991023C0032817", ["898604991023C0032817"], "modem"),
+        ("8988303000008051950F", ["8988303000008051950F"], "modem"),
+        ("460030916875923", ["460030916875923"], "modem"),
     ]
     return [{"value": v, "forms": f, "source": S[s]} for v, f, s in rows]
 
@@ -329,6 +373,15 @@ def legit() -> list[dict[str, Any]]:
         ("Filter at 37%, 21.5 C, humidity 40, version 1.4.2_0012, build 2023-05-01", "issue"),
         ("v1.2.3.4.5", "issue"),
         ("21.500000000000004", "issue"),
+        ("3.5.0", "sonoff-diy"),
+        ("Philips-hue.local", "ha-hue"),
+        ("BSB002", "ha-hue"),
+        ("_hue._tcp.local.", "ha-hue"),
+        ("bekens_n", "openbk"),
+        ("https://openbekeniot.github.io/webapp/", "openbk"),
+        ("esp32s3", "arduino-esp32"),
+        ("Govee_H5052", "govee"),
+        ("0000ec88-0000-1000-8000-00805f9b34fb", "govee"),
     ]
     return [{"value": v, "source": S[s]} for v, s in rows]
 
@@ -473,6 +526,19 @@ def corpus() -> dict[str, list[dict[str, Any]]]:
         [MAC_TASMOTA, IEEE_1],
         "tasmota-log",
     )
+
+    # vendor default names in the one kept field their shape fits (wifi_fw_ver's pattern)
+    for fw, ids, src in (
+        ("esp32s3-123456", ["24:0A:C4:12:34:56"], "arduino-esp32"),
+        ("eWeLink_1000e4c17c", ["1000e4c17c"], "sonoff-diy"),
+    ):
+        add(
+            p,
+            "info",
+            _info("lumi.gateway.v3", "1.4.1_154", MAC_XIAOMI, IP_LAN, {"wifi_fw_ver": fw}),
+            ids,
+            src,
+        )
 
     # mi-tv-remote: info (fw, hw), props (power/mute/audio_mode/volume), event and command params
     p = "mi-tv-remote"
@@ -629,6 +695,33 @@ def corpus() -> dict[str, list[dict[str, Any]]]:
         {"method": "event.motion", "params": [API_KEY, "shellyswitch-559F55"]},
         [API_KEY, MAC_SHELLY1],
         "openhab-shelly",
+    )
+
+    add(
+        p,
+        "info",
+        _info(
+            "chuangmi.camera.ipc009",
+            "3.5.8_0041",
+            MAC_XIAOMI,
+            IP_LAN,
+            {"wifi_fw_ver": "OpenBK7231N_12345678", "hw_ver": "esp32c3-ABCDEF"},
+        ),
+        ["24:0A:12:34:56:78", "24:0A:C4:AB:CD:EF"],
+        "openbk",
+    )
+    add(
+        p,
+        "info",
+        _info(
+            "chuangmi.camera.ipc009",
+            "3.5.8_0041",
+            MAC_XIAOMI,
+            IP_LAN,
+            {"wifi_fw_ver": "obk07A41B9E", "hw_ver": "GVH5075_2762"},
+        ),
+        [MAC_XIAOMI],
+        "openbk",
     )
 
     # smartmi: props (power, mode, child_lock, buzzer, aqi, humidity, temp_dec, filter1_life)
