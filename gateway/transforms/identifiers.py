@@ -181,6 +181,7 @@ _VENDOR = re.compile(
     r"|(?<=g)(?:vh|ovee_h)[0-9]{4}[_ ](?P<govee>[0-9a-f]{4})"
     r")(?![0-9a-z])"
 )
+_GOVEE_GATE = re.compile(r"(?i)gvh|govee_h")
 _VENDOR_GATES = ("obk", "open", "hue - ", "ewelink_", "gvh", "govee_h")
 # Xiaomi's own: "zhimi-airpurifier-ma2_miapA1B2" (AP name), "lumi-gateway-v3_miio12345678"
 _MI = re.compile(r"_mi(?:(?:ap|bt)[0-9A-Fa-f]{4}(?![0-9A-Za-z])|io[0-9]{5,}+)")
@@ -191,14 +192,18 @@ _PHONE = re.compile(r"\+dddddddddd(?:d{0,5}+)(?!d)")  # E.164: +, 10 to 15 digit
 
 def _named(text: str, cm: str, hm: str, out: list[Span]) -> None:
     dash, under = "-" in hm, "_" in hm
-    low = text.lower()
+    low = ""
     if (dash and "-hhhhhh" in hm) or (under and "_hhhhhh" in hm):
         for m in _TAIL.finditer(cm):
             out.append((m.start() + 1, m.end(), HOSTMAC))
+        low = text.lower()
         if any(p in low for p in _PREFIXES):
             for t in _HOST_TAIL.finditer(text):
                 out.append((t.start("t"), t.end(), HOSTMAC))
-    if any(p in low for p in _VENDOR_GATES):
+    # every _VENDOR shape has 8 hex digits in a row, " - " and 6, or "_"/" " and 4
+    if ("hhhhhhhh" in hm or "_hhhh" in hm or " hhhh" in hm) and any(
+        p in (low or (low := text.lower())) for p in _VENDOR_GATES
+    ):
         for t in _VENDOR.finditer(text):
             group = t.lastgroup or ""
             out.append((t.start(group), t.end(group), HOSTMAC))
@@ -386,7 +391,7 @@ def _shaped(text: str, cm: str, hm: str) -> bool:
         or "hhhh-hhhh-" in hm
         or "_mi" in text
         # Govee's "GVH5075_1B9E": a four-digit tail, only after its own prefix
-        or (("_hhhh" in hm or " hhhh" in hm) and ("gvh" in text.lower() or "ee_h" in text.lower()))
+        or (("_hhhh" in hm or " hhhh" in hm) and _GOVEE_GATE.search(text) is not None)
     )
 
 
@@ -411,8 +416,9 @@ def spans(text: str, first: bool = False) -> list[Span]:
 
 
 def _scan(text: str, out: list[Span]) -> None:
-    if len(text) < MIN_LEN or (len(text) < 12 and text.isalnum() and text[:3].lower() != "obk"):
-        return  # too short, or letters and digits too few for a hex run, with no separator
+    n = len(text)
+    if n < MIN_LEN or (n < 12 and text.isalnum() and (n != 11 or text[:3].lower() != "obk")):
+        return  # too short, or too few for a hex run with no separator (but OpenBeken's obk+8)
     raw = text.encode("ascii", "replace")  # one byte per code point: positions line up
     # class strings as str: `in` on str is many times faster than on bytes
     cm = raw.translate(_CLASSES).decode()
