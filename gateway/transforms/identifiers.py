@@ -1,6 +1,6 @@
 """Where personal identifiers are in a string: MAC-48 and EUI-64 addresses in every common
-spelling, host names that carry a MAC's tail, IPv4 and IPv6 addresses, IMEIs, e-mail
-addresses, long hex/base64 tokens and E.164 phone numbers.
+spelling (C byte lists too), host and vendor names that carry a MAC's tail, IPv4 and IPv6
+addresses, IMEIs, e-mail addresses, long hex/base64 tokens and E.164 phone numbers.
 
 Linear time whatever the input (payloads are at most 64 KiB), and fast on hostile input:
 
@@ -159,13 +159,14 @@ def _hex(text: str, hm: str, out: list[Span]) -> None:
 # "ESP-A41B9E", "tasmota_A41B9E-2974", "shelly1-98cdac": six hex digits, letters and digits
 # mixed, after "name-" or "name_".
 _TAIL = re.compile(r"[-_](?<=[dxg][-_])(?=[dx]{0,5}x)(?=[dx]{0,5}d)[dx]{6}(?![dxg])(?:-dddd(?!d))?")
-# Tails of one class only ('123456', 'ABCDEF') count after a firmware's own host name prefix.
-_PREFIXES = ("esp", "tasmota", "dves", "shelly", "wled", "sonoff", "openbk", "athom")
+# Tails of one class only ('123456', 'ABCDEF') count after a firmware's own host name prefix
+# (the ATC/pvvx thermometer firmware's BLE name "ATC_123456" too).
+_PREFIXES = ("esp", "tasmota", "dves", "shelly", "wled", "sonoff", "openbk", "athom", "atc")
 _HOST_TAIL = re.compile(
     r"(?i)[adestwo](?<![0-9a-z][adestwo])"
     r"(?:(?<=e)sp(?:32(?:[a-z][0-9]{1,2})?|8266)?|(?<=t)asmota|(?<=d)ves|(?<=s)helly[0-9a-z]*+(?:-[a-z0-9]{1,2}(?=-))?"
     r"|(?<=e)sphome(?:-web)?|(?<=w)led|(?<=s)onoff|(?<=e)spurna|(?<=o)penbk[0-9a-z]*+"
-    r"|(?<=a)thom[0-9a-z]*+)[-_]"
+    r"|(?<=a)thom[0-9a-z]*+|(?<=a)tc)[-_]"
     r"(?P<t>[0-9a-f]{6})(?![0-9a-z])(?:-[0-9]{4}(?![0-9]))?"
 )
 # Vendor defaults of other shapes (sources: tests/data/README.md): OpenBeken's "obk8CA41B9E" and
@@ -183,6 +184,19 @@ _VENDOR = re.compile(
 )
 _GOVEE_GATE = re.compile(r"(?i)gvh|govee_h")
 _VENDOR_GATES = ("obk", "open", "hue - ", "ewelink_", "gvh", "govee_h")
+# Nanoleaf's mDNS instance and host names carry the MAC's last three bytes with their
+# separators: "Nanoleaf Light Panels 53:3b:9b", "Nanoleaf-Light-Panels-53-3b-9b.local". Three
+# bytes apart by ':' or '-' are times and dates elsewhere: only after "Nanoleaf" and up to three
+# words of 3 to 16 letters (a byte is never one), so each start reads a bounded stretch.
+_NANOLEAF = re.compile(
+    r"(?i)n(?<![0-9a-z]n)anoleaf(?:[ -][a-z]{3,16}+){0,3}+[ -]"
+    r"(?P<t>[0-9a-f]{2}([:-])[0-9a-f]{2}\2[0-9a-f]{2})(?![0-9a-z:-])"
+)
+# An EUI, MAC or key as a C byte list, as LMIC sketches hold a LoRaWAN DevEUI (least significant
+# byte first) and AppKey: "0x7E, 0x1E, 0x06, 0xD0, 0x7E, 0xD5, 0xB3, 0x70". Six bytes or more;
+# all-zero lists are placeholders. Possessive, so a run is read once.
+_BYTES = re.compile(r"0(?<![0-9A-Za-z]0)[xX][0-9A-Fa-f]{2}(?:, ?0[xX][0-9A-Fa-f]{2}){5,}+")
+_ZERO_BYTES = re.compile(r"0[xX]00(?:, ?0[xX]00)*")
 # Xiaomi's own: "zhimi-airpurifier-ma2_miapA1B2" (AP name), "lumi-gateway-v3_miio12345678"
 _MI = re.compile(r"_mi(?:(?:ap|bt)[0-9A-Fa-f]{4}(?![0-9A-Za-z])|io[0-9]{5,}+)")
 # IMEI as AA-BBBBBB-CCCCCC-D[D] or AABBBBBB-CCCCCC-D[D] (any one of - . space /)
@@ -207,6 +221,18 @@ def _named(text: str, cm: str, hm: str, out: list[Span]) -> None:
         for t in _VENDOR.finditer(text):
             group = t.lastgroup or ""
             out.append((t.start(group), t.end(group), HOSTMAC))
+    # separators first: "hh:hh:hh" in a long run of hex digits costs a step per character
+    if ((":" in hm and "hh:hh:hh" in hm) or (dash and "hh-hh-hh" in hm)) and "nanoleaf" in (
+        low or (low := text.lower())
+    ):
+        for t in _NANOLEAF.finditer(text):
+            out.append((t.start("t"), t.end("t"), HOSTMAC))
+    if ("x" in text or "X" in text) and "h~hh~" in hm:
+        for m in _BYTES.finditer(text):
+            s, e = m.span()
+            if _ZERO_BYTES.fullmatch(text, s, e) is None:
+                n = text.count("x", s, e) + text.count("X", s, e)
+                out.append((s, e, MAC if n == 6 else EUI64 if n == 8 else TOKEN))
     if under and "_mi" in text:
         for t in _MI.finditer(text):
             out.append((t.start() + 5, t.end(), HOSTMAC))
@@ -390,6 +416,7 @@ def _shaped(text: str, cm: str, hm: str) -> bool:
         or "hhhh.hhhh." in hm
         or "hhhh-hhhh-" in hm
         or "_mi" in text
+        or (("x" in text or "X" in text) and "h~hh~" in hm)  # C byte lists
         # Govee's "GVH5075_1B9E": a four-digit tail, only after its own prefix
         or (("_hhhh" in hm or " hhhh" in hm) and _GOVEE_GATE.search(text) is not None)
     )

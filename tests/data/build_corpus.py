@@ -85,6 +85,27 @@ S = {
     "digits, a hex letter or a trailing F pad), responses as published in modem drivers "
     "found by code search (+QCCID: 89860318045712762387, 898604991023C0032817, "
     "8988303000008051950F; AT+CIMI 460030916875923)",
+    "nanoleaf": "developer79433/nanoleaf-controller example-responses/controller-info.json "
+    "(name 'Nanoleaf Light Panels 00:00:00', model NL22, firmwareVersion 3.0.3) and src/main.cpp "
+    "(AURORA_HOSTNAME Nanoleaf-Light-Panels-53-3b-5d.local); mDNS instance names published in "
+    "Nanoleaf discovery code found by code search ('Nanoleaf Light Panels 53:3b:9b', TXT "
+    "id=00:55:DA:53:3B:9B: the MAC's last three bytes)",
+    "atc": "atc1441/ATC_MiThermometer ATC_Thermometer/ble.c (init_ble: BLE name 'ATC_' + the "
+    "MAC's last three bytes, %X; the LYWSD03MMC's OUI A4:C1:38 as in theengs/decoder "
+    "src/devices/LYWSD03MMC_json.h)",
+    "lmic": "electronicaricardomella/meteoLoRa integracion/TTNdata.h (LMIC: DEVEUI[8]={ 0x7E, "
+    "0x1E, 0x06, 0xD0, 0x7E, 0xD5, 0xB3, 0x70} least significant byte first, APPKEY[16] as a "
+    "byte list, APPEUI all 0x00)",
+    "sonos": "SoCo/SoCo tests/test_core.py (ZoneGroupState UUID RINCON_000E5884455C01400, "
+    "RINCON_B8E93781F3EA01400, group ID RINCON_000E5876A0E801400:210; device description "
+    "serialNum 00-11-22-33-44-55:E, UDN uuid:RINCON_000E5884455C01400_MR, softwareVersion "
+    "49.2-64250, hardwareVersion 1.8.1.2-2, feature1 0x02000002, seriesid P100)",
+    "home-connect": "home-assistant/core tests/components/home_connect (haId "
+    "SIEMENS-HCS02DWH1-6BE58C26DCC1); FHEM HomeConnect module docs (SIEMENS-HCS02DWH1-"
+    "83D908F0471F71); Home Connect API samples (vib HCS02DWH1, HCS06COM1/01)",
+    "tuya": "yaronb1/SmartController definitions/TuyaDevices.py (Tuya device ids: 22-character "
+    "bfead50cf029f5ff14fh6u, 20-hex 64560500ecfabc7b40e1 ending in an Espressif MAC, "
+    "16-character bf40667rf70c9sae; product key j0zozzoarutv0nu1 in fhempy's Tuya README)",
 }
 
 # -- the identifiers ------------------------------------------------------------------------------
@@ -254,6 +275,40 @@ def leaky() -> list[dict[str, Any]]:
         ("898604991023C0032817", ["898604991023C0032817"], "modem"),
         ("8988303000008051950F", ["8988303000008051950F"], "modem"),
         ("460030916875923", ["460030916875923"], "modem"),
+        # second sweep: Nanoleaf mDNS names with the MAC's tail and its separators (leaked)
+        ("Nanoleaf Light Panels 53:3b:9b", ["53:3b:9b"], "nanoleaf"),
+        ("Nanoleaf Light Panels 53:3b:9b._nanoleafapi._tcp.local.", ["53:3b:9b"], "nanoleaf"),
+        ("Nanoleaf-Light-Panels-53-3b-5d.local", ["53-3b-5d"], "nanoleaf"),
+        ("Nanoleaf-Light-Panels-53-3b-5d", ["53-3b-5d"], "nanoleaf"),
+        # ATC/pvvx thermometer firmware BLE names: one-class tails leaked, mixed ones did not
+        ("ATC_123456", ["A4:C1:38:12:34:56"], "atc"),
+        ("ATC_ABCDEF", ["A4:C1:38:AB:CD:EF"], "atc"),
+        ("ATC_A41B9E", ["A4:C1:38:A4:1B:9E"], "atc"),
+        # LoRaWAN DevEUI/AppKey as LMIC C byte lists (leaked)
+        (
+            "{ 0x7E, 0x1E, 0x06, 0xD0, 0x7E, 0xD5, 0xB3, 0x70}",
+            ["0x7E, 0x1E, 0x06, 0xD0, 0x7E, 0xD5, 0xB3, 0x70"],
+            "lmic",
+        ),
+        (
+            "0x7E,0x1E,0x06,0xD0,0x7E,0xD5,0xB3,0x70",
+            ["0x7E,0x1E,0x06,0xD0,0x7E,0xD5,0xB3,0x70"],
+            "lmic",
+        ),
+        ("70B3D57ED0061E7E", ["70B3D57ED0061E7E"], "lmic"),
+        ("70-B3-D5-7E-D0-06-1E-7E", ["70B3D57ED0061E7E"], "lmic"),
+        # Sonos household player ids embed the MAC (caught before: a 17-hex run)
+        ("RINCON_000E5884455C01400", ["000E5884455C"], "sonos"),
+        ("uuid:RINCON_000E5884455C01400_MR", ["000E5884455C"], "sonos"),
+        ("RINCON_000E5876A0E801400:210", ["000E5876A0E8"], "sonos"),
+        ("RINCON_B8E93781F3EA01400", ["B8E93781F3EA"], "sonos"),
+        ("00-11-22-33-44-55:E", ["00:11:22:33:44:55"], "sonos"),
+        # Home Connect haIds end in the appliance's MAC or a longer serial (caught before)
+        ("SIEMENS-HCS02DWH1-6BE58C26DCC1", ["6BE58C26DCC1"], "home-connect"),
+        ("SIEMENS-HCS02DWH1-83D908F0471F71", ["83D908F0471F71"], "home-connect"),
+        # Tuya device ids (caught before: hex runs of 17+)
+        ("bfead50cf029f5ff14fh6u", ["bfead50cf029f5ff14"], "tuya"),
+        ("64560500ecfabc7b40e1", ["64560500ecfabc7b40e1"], "tuya"),
     ]
     return [{"value": v, "forms": f, "source": S[s]} for v, f, s in rows]
 
@@ -382,6 +437,19 @@ def legit() -> list[dict[str, Any]]:
         ("esp32s3", "arduino-esp32"),
         ("Govee_H5052", "govee"),
         ("0000ec88-0000-1000-8000-00805f9b34fb", "govee"),
+        ("NL22", "nanoleaf"),
+        ("3.0.3", "nanoleaf"),
+        ("_nanoleafapi._tcp.local.", "nanoleaf"),
+        ("Nanoleaf Light Panels", "nanoleaf"),
+        ("LYWSD03MMC", "atc"),
+        ("0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00", "lmic"),
+        ("49.2-64250", "sonos"),
+        ("1.8.1.2-2", "sonos"),
+        ("0x02000002", "sonos"),
+        ("P100", "sonos"),
+        ("HCS02DWH1", "home-connect"),
+        ("HCS06COM1/01", "home-connect"),
+        ("j0zozzoarutv0nu1", "tuya"),
     ]
     return [{"value": v, "source": S[s]} for v, s in rows]
 
@@ -489,6 +557,20 @@ def corpus() -> dict[str, list[dict[str, Any]]]:
     add(
         p,
         "event",
+        {"method": "{ 0x7E, 0x1E, 0x06, 0xD0, 0x7E, 0xD5, 0xB3, 0x70}", "params": []},
+        ["0x7E, 0x1E, 0x06, 0xD0, 0x7E, 0xD5, 0xB3, 0x70"],
+        "lmic",
+    )
+    add(
+        p,
+        "event",
+        {"method": "Nanoleaf Light Panels 53:3b:9b", "params": []},
+        ["53:3b:9b"],
+        "nanoleaf",
+    )
+    add(
+        p,
+        "event",
         {"method": "event.open", "params": ["lumi.158d000278e797", "open"]},
         [IEEE_1],
         "push",
@@ -531,6 +613,8 @@ def corpus() -> dict[str, list[dict[str, Any]]]:
     for fw, ids, src in (
         ("esp32s3-123456", ["24:0A:C4:12:34:56"], "arduino-esp32"),
         ("eWeLink_1000e4c17c", ["1000e4c17c"], "sonoff-diy"),
+        ("Nanoleaf-Light-Panels-53-3b-5d", ["53-3b-5d"], "nanoleaf"),
+        ("RINCON_000E5884455C01400", ["000E5884455C"], "sonos"),
     ):
         add(
             p,
@@ -722,6 +806,19 @@ def corpus() -> dict[str, list[dict[str, Any]]]:
         ),
         [MAC_XIAOMI],
         "openbk",
+    )
+    add(
+        p,
+        "info",
+        _info(
+            "chuangmi.camera.ipc009",
+            "3.5.8_0041",
+            MAC_XIAOMI,
+            IP_LAN,
+            {"wifi_fw_ver": "ATC_ABCDEF", "hw_ver": "ATC_123456"},
+        ),
+        ["A4:C1:38:AB:CD:EF", "A4:C1:38:12:34:56"],
+        "atc",
     )
 
     # smartmi: props (power, mode, child_lock, buzzer, aqi, humidity, temp_dec, filter1_life)
