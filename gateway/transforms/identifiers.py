@@ -24,6 +24,8 @@ import contextlib
 import ipaddress
 import re
 
+from gateway.transforms import setup_codes as _setup
+
 MAC = "<mac>"
 EUI64 = "<eui64>"
 HOSTMAC = "<hostmac>"
@@ -161,12 +163,13 @@ def _hex(text: str, hm: str, out: list[Span]) -> None:
 _TAIL = re.compile(r"[-_](?<=[dxg][-_])(?=[dx]{0,5}x)(?=[dx]{0,5}d)[dx]{6}(?![dxg])(?:-dddd(?!d))?")
 # Tails of one class only ('123456', 'ABCDEF') count after a firmware's own host name prefix
 # (the ATC/pvvx thermometer firmware's BLE name "ATC_123456" too).
-_PREFIXES = ("esp", "tasmota", "dves", "shelly", "wled", "sonoff", "openbk", "athom", "atc")
+# WiZ's DHCP host name is "wiz_" + the MAC's last three bytes ("wiz_abcabc").
+_PREFIXES = ("esp", "tasmota", "dves", "shelly", "wled", "sonoff", "openbk", "athom", "atc", "wiz")
 _HOST_TAIL = re.compile(
     r"(?i)[adestwo](?<![0-9a-z][adestwo])"
     r"(?:(?<=e)sp(?:32(?:[a-z][0-9]{1,2})?|8266)?|(?<=t)asmota|(?<=d)ves|(?<=s)helly[0-9a-z]*+(?:-[a-z0-9]{1,2}(?=-))?"
     r"|(?<=e)sphome(?:-web)?|(?<=w)led|(?<=s)onoff|(?<=e)spurna|(?<=o)penbk[0-9a-z]*+"
-    r"|(?<=a)thom[0-9a-z]*+|(?<=a)tc)[-_]"
+    r"|(?<=a)thom[0-9a-z]*+|(?<=a)tc|(?<=w)iz)[-_]"
     r"(?P<t>[0-9a-f]{6})(?![0-9a-z])(?:-[0-9]{4}(?![0-9]))?"
 )
 # Vendor defaults of other shapes (sources: tests/data/README.md): OpenBeken's "obk8CA41B9E" and
@@ -248,6 +251,8 @@ def _named(text: str, cm: str, hm: str, out: list[Span]) -> None:
         for m in _PHONE.finditer(cm):
             if text[m.start() + 1] != "0":
                 out.append((m.start(), m.end(), PHONE))
+    if _setup.gated(text, cm):  # Matter and HomeKit setup codes: setup_codes.py
+        out.extend((s, e, TOKEN) for s, e in _setup.setup_codes(text, cm))
 
 
 # -- IPv4: octets, exclusions and boundaries checked inside the pattern -------------------------
@@ -419,6 +424,7 @@ def _shaped(text: str, cm: str, hm: str) -> bool:
         or (("x" in text or "X" in text) and "h~hh~" in hm)  # C byte lists
         # Govee's "GVH5075_1B9E": a four-digit tail, only after its own prefix
         or (("_hhhh" in hm or " hhhh" in hm) and _GOVEE_GATE.search(text) is not None)
+        or _setup.gated(text, cm)  # Matter and HomeKit setup codes
     )
 
 

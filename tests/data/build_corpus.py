@@ -106,6 +106,17 @@ S = {
     "tuya": "yaronb1/SmartController definitions/TuyaDevices.py (Tuya device ids: 22-character "
     "bfead50cf029f5ff14fh6u, 20-hex 64560500ecfabc7b40e1 ending in an Espressif MAC, "
     "16-character bf40667rf70c9sae; product key j0zozzoarutv0nu1 in fhempy's Tuya README)",
+    "wiz": "home-assistant/core tests/components/wiz/test_config_flow.py (DHCP hostname "
+    "wiz_abcabc for FAKE_MAC ABCABCABCABC: 'wiz_' + the MAC's last three bytes; title "
+    "'WiZ Dimmable White ABCABC'; getSystemConfig moduleName ESP_0711_STR, ESP10_SOCKET_06, "
+    "fwVersion 1.21.0); homeassistant/components/wiz/manifest.json (dhcp hostname wiz_*)",
+    "matter": "duglah/PlantCabinet-Controller README.md (SetupQRCode MT:Y.K9042C00KA0648G00, "
+    "manual pairing code 34970112332: the Matter SDK's test device, passcode 20202021, "
+    "discriminator 3840); lankahsu520/HelperX helper_MatterController-chip-tool.md; manual "
+    "codes shown 4-3-4 (3497-011-2332) in published Matter controllers found by code search",
+    "homekit": "openhab/openhab-addons bundles/org.openhab.io.homekit/README.md "
+    "(org.openhab.homekit:pin=031-45-154); HAP-NodeJS accessory examples found by code search "
+    '(pincode "031-45-154": a HomeKit setup code, XXX-XX-XXX)',
 }
 
 # -- the identifiers ------------------------------------------------------------------------------
@@ -309,6 +320,13 @@ def leaky() -> list[dict[str, Any]]:
         # Tuya device ids (caught before: hex runs of 17+)
         ("bfead50cf029f5ff14fh6u", ["bfead50cf029f5ff14"], "tuya"),
         ("64560500ecfabc7b40e1", ["64560500ecfabc7b40e1"], "tuya"),
+        # WiZ DHCP host names: one-class tails leaked (no WiZ prefix), mixed ones did not
+        ("wiz_abcabc", ["AB:CA:BC:AB:CA:BC"], "wiz"),
+        # Matter and HomeKit setup codes (they grant control of the device): leaked
+        ("3497-011-2332", ["3497-011-2332"], "matter"),
+        ("3497 011 2332", ["3497-011-2332"], "matter"),
+        ("MT:Y.K9042C00KA0648G00", ["MT:Y.K9042C00KA0648G00"], "matter"),
+        ("031-45-154", ["031-45-154"], "homekit"),
     ]
     return [{"value": v, "forms": f, "source": S[s]} for v, f, s in rows]
 
@@ -450,6 +468,10 @@ def legit() -> list[dict[str, Any]]:
         ("HCS02DWH1", "home-connect"),
         ("HCS06COM1/01", "home-connect"),
         ("j0zozzoarutv0nu1", "tuya"),
+        ("ESP_0711_STR", "wiz"),
+        ("ESP10_SOCKET_06", "wiz"),
+        ("1.21.0", "wiz"),
+        ("WiZ Dimmable White", "wiz"),
     ]
     return [{"value": v, "source": S[s]} for v, s in rows]
 
@@ -819,6 +841,32 @@ def corpus() -> dict[str, list[dict[str, Any]]]:
         ),
         ["A4:C1:38:AB:CD:EF", "A4:C1:38:12:34:56"],
         "atc",
+    )
+    add(
+        p,
+        "info",
+        _info(
+            "chuangmi.camera.ipc009",
+            "3.5.8_0041",
+            MAC_XIAOMI,
+            IP_LAN,
+            {"wifi_fw_ver": "3497-011-2332", "hw_ver": "wiz_abcabc"},
+        ),
+        [MAC_XIAOMI, "3497-011-2332", "AB:CA:BC:AB:CA:BC"],
+        "matter",
+    )
+    add(
+        p,
+        "info",
+        _info(
+            "chuangmi.camera.ipc009",
+            "3.5.8_0041",
+            MAC_XIAOMI,
+            IP_LAN,
+            {"wifi_fw_ver": "031-45-154"},
+        ),
+        [MAC_XIAOMI, "031-45-154"],
+        "homekit",
     )
 
     # smartmi: props (power, mode, child_lock, buzzer, aqi, humidity, temp_dec, filter1_life)
