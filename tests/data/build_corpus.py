@@ -803,71 +803,29 @@ def corpus() -> dict[str, list[dict[str, Any]]]:
         "openhab-shelly",
     )
 
-    add(
-        p,
-        "info",
-        _info(
-            "chuangmi.camera.ipc009",
-            "3.5.8_0041",
-            MAC_XIAOMI,
-            IP_LAN,
+    # Vendor names and setup codes in the camera's kept version fields (the three sweeps).
+    camera = ("chuangmi.camera.ipc009", "3.5.8_0041", MAC_XIAOMI, IP_LAN)
+    versions: list[tuple[dict[str, Any], list[Any], str]] = [
+        (
             {"wifi_fw_ver": "OpenBK7231N_12345678", "hw_ver": "esp32c3-ABCDEF"},
+            ["24:0A:12:34:56:78", "24:0A:C4:AB:CD:EF"],
+            "openbk",
         ),
-        ["24:0A:12:34:56:78", "24:0A:C4:AB:CD:EF"],
-        "openbk",
-    )
-    add(
-        p,
-        "info",
-        _info(
-            "chuangmi.camera.ipc009",
-            "3.5.8_0041",
-            MAC_XIAOMI,
-            IP_LAN,
-            {"wifi_fw_ver": "obk07A41B9E", "hw_ver": "GVH5075_2762"},
-        ),
-        [MAC_XIAOMI],
-        "openbk",
-    )
-    add(
-        p,
-        "info",
-        _info(
-            "chuangmi.camera.ipc009",
-            "3.5.8_0041",
-            MAC_XIAOMI,
-            IP_LAN,
+        ({"wifi_fw_ver": "obk07A41B9E", "hw_ver": "GVH5075_2762"}, [MAC_XIAOMI], "openbk"),
+        (
             {"wifi_fw_ver": "ATC_ABCDEF", "hw_ver": "ATC_123456"},
+            ["A4:C1:38:AB:CD:EF", "A4:C1:38:12:34:56"],
+            "atc",
         ),
-        ["A4:C1:38:AB:CD:EF", "A4:C1:38:12:34:56"],
-        "atc",
-    )
-    add(
-        p,
-        "info",
-        _info(
-            "chuangmi.camera.ipc009",
-            "3.5.8_0041",
-            MAC_XIAOMI,
-            IP_LAN,
+        (
             {"wifi_fw_ver": "3497-011-2332", "hw_ver": "wiz_abcabc"},
+            [MAC_XIAOMI, "3497-011-2332", "AB:CA:BC:AB:CA:BC"],
+            "matter",
         ),
-        [MAC_XIAOMI, "3497-011-2332", "AB:CA:BC:AB:CA:BC"],
-        "matter",
-    )
-    add(
-        p,
-        "info",
-        _info(
-            "chuangmi.camera.ipc009",
-            "3.5.8_0041",
-            MAC_XIAOMI,
-            IP_LAN,
-            {"wifi_fw_ver": "031-45-154"},
-        ),
-        [MAC_XIAOMI, "031-45-154"],
-        "homekit",
-    )
+        ({"wifi_fw_ver": "031-45-154"}, [MAC_XIAOMI, "031-45-154"], "homekit"),
+    ]
+    for extra, ids, src in versions:
+        add(p, "info", _info(*camera, extra), ids, src)
 
     # smartmi: props (power, mode, child_lock, buzzer, aqi, humidity, temp_dec, filter1_life)
     p = "smartmi"
