@@ -129,6 +129,7 @@ class Aggregator:
         self._next_close = float("inf")  # earliest end of an open window: `due` is cheap
         self.damaged_lines = 0
         self._shared = shared if log is not None else None
+        self._mine = log.resolve() if log is not None else None  # told apart from the peers'
         self._emits = emits
         self._grace = grace_s
         self._peers: dict[Path, _Peer] = {}
@@ -240,7 +241,7 @@ class Aggregator:
             self._cells.pop((s.product, s.region, start, length), None)
             for peer in self._peers.values():
                 peer.cells.pop((s.product, s.region, start, length), None)
-        self._next_close = min((w[2] + w[3] for w in self._windows()), default=float("inf"))
+        self._next_close = self._earliest_close()
         if self._log is None:
             return
         if self._shared is not None:
@@ -253,6 +254,9 @@ class Aggregator:
         self._rewrite()
 
     # -- several workers ------------------------------------------------------------------
+
+    def _earliest_close(self) -> float:
+        return min((w[2] + w[3] for w in self._windows()), default=float("inf"))
 
     def _windows(self) -> set[Window]:
         return set(self._cells).union(*(p.cells for p in self._peers.values()))
@@ -276,12 +280,11 @@ class Aggregator:
     def _read_peers(self) -> None:
         """Worker 0: what the other workers have observed since the last look."""
         assert self._shared is not None and self._log is not None
-        mine = self._log.resolve()
         for path in self._shared.glob(f"*/{self._log.name}"):
-            if path.resolve() != mine:
+            if path.resolve() != self._mine:
                 peer = self._peers.setdefault(path, _Peer(path))
                 peer.read(self._open, self._emitted_until)
-        self._next_close = min((w[2] + w[3] for w in self._windows()), default=float("inf"))
+        self._next_close = self._earliest_close()
 
     def _forget_emitted(self) -> None:
         """The other workers: drop the windows worker 0 has emitted (from memory and log)."""

@@ -251,8 +251,8 @@ def _named(text: str, cm: str, hm: str, out: list[Span]) -> None:
         for m in _PHONE.finditer(cm):
             if text[m.start() + 1] != "0":
                 out.append((m.start(), m.end(), PHONE))
-    if _setup.gated(text, cm):  # Matter and HomeKit setup codes: setup_codes.py
-        out.extend((s, e, TOKEN) for s, e in _setup.setup_codes(text, cm))
+    # Matter and HomeKit setup codes (setup_codes.py gates each shape itself)
+    out.extend((s, e, TOKEN) for s, e in _setup.setup_codes(text, cm))
 
 
 # -- IPv4: octets, exclusions and boundaries checked inside the pattern -------------------------
